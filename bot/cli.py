@@ -1,0 +1,164 @@
+"""The `bot` command line: serve, ask, index, plugins, prepare."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bot.config import Settings, load_settings
+from bot.errors import ServicebotError
+
+app = typer.Typer(help="servicebot: a self-hosted, plugin-based customer-service bot.", no_args_is_help=True)
+index_app = typer.Typer(help="Build and inspect the knowledge index.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+F = TypeVar("F", bound=Callable[..., Any])
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: built-in).")]
+
+
+def friendly(fn: F) -> F:
+    """Show user errors as one sentence and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ServicebotError as exc:
+            typer.secho(f"Error: {exc}", err=True, fg="red")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(config: Path | None) -> Settings:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return load_settings(config)
+
+
+def _progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
+    from rich.progress import Progress
+
+    bar = Progress(transient=False)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@app.command()
+@friendly
+def serve(
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+) -> None:
+    """Start the web chat on 127.0.0.1."""
+    from bot.web import serve as run_server
+
+    settings = _settings(config)
+    run_server(settings, host or settings.server.host, port or settings.server.port)
+
+
+@app.command()
+@friendly
+def ask(
+    text: Annotated[str | None, typer.Argument(help="The question.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL of {id, messages} requests.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON reply contract.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer a question, or every conversation in a JSONL file (one model load)."""
+    from bot.batch import answer_file
+    from bot.service import Service, parse_messages, reply_json, sources
+
+    if (text is None) == (file is None):
+        raise ServicebotError("Give either a question or --file, not both or neither.")
+    settings = _settings(config)
+    if text is not None:
+        messages = parse_messages([{"role": "user", "content": text}], settings.server.max_message_chars)
+    service = Service.start(settings)
+    if file is not None:
+        for line in answer_file(service, file):
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+        return
+    reply = service.ask_messages(messages)
+    if as_json:
+        print(json.dumps(reply_json(reply), ensure_ascii=False))
+        return
+    print(reply.answer)
+    for s in sources(reply):
+        print(f"  source: {s['title']} ({s['id']}, score {s['score']:.2f})")
+
+
+@index_app.command("rebuild")
+@friendly
+def index_rebuild(
+    source: Annotated[Path | None, typer.Option(help="Folder of documents (default: knowledge.source).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Build a new index version from a folder of documents and switch to it."""
+    from bot.service import Service
+
+    settings = _settings(config)
+    service = Service.start(settings, warm=False)
+    bar, update = _progress("Embedding chunks")
+    with bar:
+        report = service.index.rebuild(source or settings.knowledge.source, update)
+    for path, reason in report.skipped:
+        typer.secho(f"skipped {path}: {reason}", fg="yellow")
+    print(f"Indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f}s "
+          f"(version {report.version}, {len(report.skipped)} skipped).")
+
+
+@index_app.command("status")
+@friendly
+def index_status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show what is indexed."""
+    from bot.service import Service
+
+    status = Service.start(_settings(config), warm=False).index.status()
+    if as_json:
+        print(json.dumps(status, default=str))
+        return
+    if not status.get("built"):
+        print(f"Index '{status['collection']}' is not built yet: run `bot index rebuild`.")
+        return
+    for key, value in status.items():
+        print(f"{key:>12}: {value}")
+
+
+@app.command()
+@friendly
+def plugins(config: ConfigOpt = None) -> None:
+    """List installed plugins and which are active, with their config."""
+    from bot.plugins_report import report
+
+    print(report(_settings(config)))
+
+
+@app.command()
+@friendly
+def prepare(config: ConfigOpt = None) -> None:
+    """Load (and on first use convert) the models, and build the index if there is none."""
+    from bot.service import Service
+
+    settings = _settings(config)
+    service = Service.start(settings, warm=False)
+    if not service.index.status().get("built"):
+        index_rebuild(source=None, config=config)
+    service.warm()
+    print("Ready.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

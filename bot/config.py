@@ -1,0 +1,142 @@
+"""The one validated settings object: a YAML file plus SERVICEBOT_... environment overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginSpec(Strict):
+    """A plugin chosen by name, with its own config (validated by the plugin's Config model)."""
+
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+def _spec(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class GuardsSettings(Strict):
+    """Active guards, in the operator's order."""
+
+    input: list[PluginSpec] = Field(default_factory=list)
+    output: list[PluginSpec] = Field(default_factory=list)
+    timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("input", "output", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return [_spec(v) for v in value] if isinstance(value, list) else value
+
+
+class KnowledgeSettings(Strict):
+    """Where documents come from and how they are chunked and retrieved."""
+
+    source: Path = Path("knowledge/demo/articles")
+    collection: str = "kb"
+    chunk_size: int = Field(default=900, ge=100)
+    chunk_overlap: int = Field(default=120, ge=0)
+    k: int = Field(default=3, ge=1, le=50)
+    min_score: float = Field(default=0.2, ge=-1, le=1)
+
+
+class ServerSettings(Strict):
+    """Where the web UI listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7860, ge=1, le=65535)
+    max_message_chars: int = Field(default=20_000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything servicebot is configured with; passed in, never global."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SERVICEBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    data_dir: Path = Path("var")
+    embedder: PluginSpec = PluginSpec(name="minilm")
+    retriever: PluginSpec = PluginSpec(name="chroma")
+    responder: PluginSpec = PluginSpec(name="hf")
+    guards: GuardsSettings = GuardsSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    server: ServerSettings = ServerSettings()
+
+    @field_validator("embedder", "retriever", "responder", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return _spec(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed as init kwargs).
+        return env_settings, init_settings
+
+    @property
+    def index_dir(self) -> Path:
+        """Where the Chroma store lives."""
+        return self.data_dir / "index"
+
+
+def describe_error(err: ValidationError, origin: str) -> str:
+    """Turn a pydantic error into one sentence naming the offending key."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    else:
+        problem = first["msg"][0].lower() + first["msg"][1:]
+    more = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
+    return f"{origin}: '{where}': {problem}{more}."
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load settings from a YAML file (the built-in defaults when None) plus environment overrides.
+
+    Args:
+        path: the operator's YAML file, or None for the packaged defaults.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or holds an unknown or invalid key.
+    """
+    path = path or Path(os.environ.get("SERVICEBOT_CONFIG", DEFAULT_CONFIG))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc}.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"Config file {path} is not valid YAML{line}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of settings, not {type(raw).__name__}.")
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, f"Config error in {path}")) from None

@@ -1,0 +1,168 @@
+"""Value types and plugin Protocols: the contracts every servicebot component speaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A customer turn: the conversation so far, ending with the customer's newest message."""
+
+    messages: tuple[Message, ...]
+    id: str = ""
+    session_id: str = ""
+
+    @property
+    def text(self) -> str:
+        """The newest user message (empty when there is none)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """Every message before the newest user message."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].role == "user":
+                return self.messages[:i]
+        return self.messages
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk of knowledge with where it came from."""
+
+    id: str
+    text: str
+    score: float
+    doc_id: str = ""
+    title: str = ""
+    section: str = ""
+    source: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one guard decided about a turn; score is the risk in [0, 1]."""
+
+    plugin: str
+    blocked: bool
+    score: float = 0.0
+    category: str = ""
+    reason: str = ""
+    message: str = ""  # what the customer is told when this verdict blocks
+    handoff: bool = False
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The responder's answer before output guards and policy."""
+
+    text: str
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The final answer to a turn, with everything needed to explain it."""
+
+    answer: str
+    refused: bool
+    handoff: bool
+    sources: tuple[Passage, ...]
+    verdicts: tuple[Verdict, ...]
+    tokens: int = 0
+    latency_ms: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@runtime_checkable
+class InputGuard(Protocol):
+    """Checks a turn before retrieval and generation."""
+
+    name: str
+
+    async def check(self, turn: Turn) -> Verdict: ...
+
+
+@runtime_checkable
+class OutputGuard(Protocol):
+    """Checks a drafted answer before it is released."""
+
+    name: str
+
+    async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors; `id` names the model so stores can refuse a mismatch."""
+
+    id: str
+    dimension: int
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_query(self, text: str) -> list[float]: ...
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Finds passages relevant to a query."""
+
+    async def search(self, query: str, k: int) -> list[Passage]: ...
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """Writes an answer from the turn and passages, streamed as text deltas."""
+
+    name: str
+
+    def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """Optional: components that load heavy resources ahead of the first turn."""
+
+    def warm(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What an index rebuild did."""
+
+    version: str
+    documents: int
+    chunks: int
+    skipped: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Indexed(Protocol):
+    """A retriever that owns a knowledge index it can rebuild and describe."""
+
+    def rebuild(self, source: Path, progress: ProgressFn | None = None) -> BuildReport: ...
+
+    def status(self) -> dict[str, Any]: ...

@@ -1,0 +1,1 @@
+"""Knowledge: document loading, chunking, embedding, the Chroma store and retrieval."""

@@ -1,0 +1,1 @@
+"""Guard plugins: checks that can block a turn."""

@@ -1,0 +1,1 @@
+"""Responder plugins: the back ends that write answers."""

@@ -1,0 +1,38 @@
+"""The `extractive` responder: answers with the best passage's own sentences, cited. No model needed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.contracts import Passage, Turn
+
+_WORD = re.compile(r"\w+")
+
+
+class ExtractiveResponder:
+    """Picks the sentences of the top passage that share most words with the question."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        sentences: int = Field(default=2, ge=1, le=10)
+
+    name = "extractive"
+
+    def __init__(self, config: Config, ctx: Any = None) -> None:
+        self.config = config
+
+    async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
+        """Yield the chosen sentences word by word, ending with a citation of passage 1."""
+        if not passages:
+            return
+        query = {w.lower() for w in _WORD.findall(turn.text)}
+        body = passages[0].text.split("\n", 1)[-1]
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 3]
+        ranked = sorted(sentences, key=lambda s: -len(query & {w.lower() for w in _WORD.findall(s)}))
+        chosen = [s for s in sentences if s in ranked[: self.config.sentences]]
+        for word in (" ".join(chosen) + " [1]").split(" "):
+            yield word + " "
