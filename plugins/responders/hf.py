@@ -40,7 +40,7 @@ class _TokenStream:
         self._sent = len(text)
 
     def end(self) -> None:
-        self._emit(_END)
+        """Called by generate(); the worker signals the end itself, after any error."""
 
 
 class HFResponder:
@@ -112,9 +112,10 @@ class HFResponder:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
-        streamer = _TokenStream(self._tok, emit)
+        streamer: _TokenStream | None = None
         try:
             self.warm()
+            streamer = _TokenStream(self._tok, emit)
             messages = build_messages(turn, passages, self.config.system_prompt)
             enc = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
             with self._gen_lock, torch.inference_mode():
@@ -126,7 +127,7 @@ class HFResponder:
         except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
             emit(exc)
         finally:
-            streamer.end()
+            emit(_END)
 
     async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
         """Yield one text delta per generated token; stops generating if the consumer goes away."""

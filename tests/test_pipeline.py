@@ -1,0 +1,103 @@
+"""The turn pipeline: guard order, fail-closed guards, retrieval, generation and the policy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import EchoResponder, FixedGuard, StaticRetriever
+
+from bot.contracts import Message, Passage, Reply, Turn, Verdict
+from bot.pipeline import Delta, Pipeline, respond, stream_turn
+from bot.policy import NO_KNOWLEDGE
+
+GOOD = Passage("a#0", "Reset your password from Settings.", 0.8, doc_id="reset-password", title="Reset")
+WEAK = Passage("b#0", "Unrelated.", 0.05, doc_id="other", title="Other")
+
+
+def turn(text: str) -> Turn:
+    return Turn((Message("user", text),), id="t1")
+
+
+class RaisingGuard:
+    name = "raiser"
+
+    async def check(self, turn: Turn) -> Verdict:
+        raise RuntimeError("boom")
+
+
+class SlowGuard:
+    name = "sleeper"
+
+    async def check(self, turn: Turn) -> Verdict:
+        await asyncio.sleep(5)
+        return Verdict(self.name, False)
+
+
+class WrongTypeGuard:
+    name = "wrong"
+
+    async def check(self, turn: Turn) -> Any:
+        return "allow"
+
+
+def pipeline(*guards: Any, passages: list[Passage] | None = None, out: tuple[Any, ...] = ()) -> Pipeline:
+    return Pipeline(list(guards), StaticRetriever(passages if passages is not None else [GOOD]), EchoResponder(),
+                    output_guards=out, guard_timeout_s=0.2)
+
+
+async def test_allowed_turn_answers_from_passages_with_sources() -> None:
+    reply = await respond(turn("how do i reset"), pipeline(FixedGuard("ok", False)))
+    assert not reply.refused and not reply.handoff
+    assert "You asked: how do i reset" in reply.answer
+    assert [p.doc_id for p in reply.sources] == ["reset-password"]
+    assert reply.tokens > 0 and reply.latency_ms["total"] >= reply.latency_ms["generation"]
+
+
+async def test_first_blocking_guard_short_circuits_the_rest() -> None:
+    first, second = FixedGuard("first", True, 0.9), FixedGuard("second", False)
+    p = pipeline(first, second)
+    reply = await respond(turn("anything"), p)
+    assert reply.refused and reply.answer == "blocked by test"
+    assert second.calls == 0 and p.retriever.calls == 0  # type: ignore[attr-defined]
+    assert [v.plugin for v in reply.verdicts] == ["first"]
+
+
+async def test_raising_guard_blocks_with_guard_error() -> None:
+    reply = await respond(turn("hello"), pipeline(RaisingGuard()))
+    assert reply.refused
+    assert reply.verdicts[0].category == "guard_error" and "boom" in reply.verdicts[0].reason
+
+
+async def test_guard_timeout_fails_closed() -> None:
+    reply = await respond(turn("hello"), pipeline(SlowGuard()))
+    assert reply.refused and "timed out" in reply.verdicts[0].reason
+
+
+async def test_guard_returning_non_verdict_fails_closed() -> None:
+    reply = await respond(turn("hello"), pipeline(WrongTypeGuard()))
+    assert reply.refused and reply.verdicts[0].category == "guard_error"
+
+
+async def test_output_guard_can_block_a_draft() -> None:
+    reply = await respond(turn("hello"), pipeline(out=(FixedGuard("out", True),)))
+    assert reply.refused and reply.verdicts[-1].plugin == "out"
+
+
+async def test_no_good_passage_means_no_generation_and_a_handoff_offer() -> None:
+    events = [e async for e in stream_turn(turn("what is the meaning of life"), pipeline(passages=[WEAK]))]
+    assert not any(isinstance(e, Delta) for e in events)
+    reply = events[-1]
+    assert isinstance(reply, Reply) and reply.answer == NO_KNOWLEDGE and reply.handoff and not reply.sources
+
+
+async def test_stream_yields_deltas_then_reply() -> None:
+    events = [e async for e in stream_turn(turn("track my order"), pipeline())]
+    assert isinstance(events[-1], Reply)
+    deltas = "".join(e.text for e in events if isinstance(e, Delta))
+    assert deltas.strip() == events[-1].answer
+
+
+def test_turn_text_is_the_newest_user_message() -> None:
+    t = Turn((Message("user", "first"), Message("assistant", "reply"), Message("user", "second")))
+    assert t.text == "second" and [m.content for m in t.history] == ["first", "reply"]
