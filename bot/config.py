@@ -35,7 +35,9 @@ def _spec(value: Any) -> Any:
 class GuardsSettings(Strict):
     """Active guards, in the operator's order."""
 
-    input: list[PluginSpec] = Field(default_factory=list)
+    input: list[PluginSpec] = Field(
+        default_factory=lambda: [PluginSpec(name="max_length"), PluginSpec(name="instruction_override")]
+    )
     output: list[PluginSpec] = Field(default_factory=list)
     timeout_s: float = Field(default=2.0, gt=0)
 

@@ -23,28 +23,34 @@ log = logging.getLogger(__name__)
 TITLE = "Kestrel Home support"
 SORRY = "Sorry, something went wrong on our side; please try again."
 # Appended under an answer; everything from here on is display only and is cut before the answer goes back as history.
-SOURCES_MARK = "\n\n---\n**Sources**\n"
-_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character, backslash included
-_MD_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+SOURCES_MARK = "\n\n**Sources**\n"
+# Characters that start markup anywhere in a line, and line starts that make lists, quotes or headings.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>#|~&])")
+_MD_LINE_MARK = re.compile(r"^([ \t]*)([-+=])|^([ \t]*\d+)([.)])", re.MULTILINE)
+_MD_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 ChatHistory = list[dict[str, Any]]
 
 
 def escape_markdown(text: str) -> str:
-    """Backslash-escape every ASCII punctuation character so text shows literally (no markdown, no HTML).
+    """Backslash-escape what Markdown or HTML would act on, so text shows exactly as typed.
+
+    Only active characters are escaped (plain punctuation stays plain, which keeps copy and screen readers clean).
+    Every backslash is escaped too, so `unescape_markdown` reverses this exactly.
 
     Args:
         text: customer-supplied or document-supplied text.
 
     Returns:
-        Text that Markdown renders exactly as given; `unescape_markdown` reverses it.
+        Markdown that renders as the literal text.
     """
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_INLINE.sub(r"\\\1", text)
+    return _MD_LINE_MARK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[3]}\\{m[4]}", text)
 
 
 def unescape_markdown(text: str) -> str:
     """Undo `escape_markdown`."""
-    return _MD_ESCAPED.sub(r"\1", text)
+    return _MD_ESCAPE.sub(r"\1", text)
 
 
 def render_reply(reply: Reply) -> str:
@@ -131,7 +137,7 @@ def build_chat(service: Service) -> gr.Blocks:
                 yield [*history, {"role": "assistant", "content": shown}]
         except InputError as exc:
             log.info("web turn rejected: %s", exc)
-            yield [*history, {"role": "assistant", "content": escape_markdown(str(exc))}]
+            yield [*history, {"role": "assistant", "content": str(exc)}]
         except Exception:
             log.exception("web turn failed")
             yield [*history, {"role": "assistant", "content": SORRY}]

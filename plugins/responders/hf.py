@@ -50,8 +50,9 @@ class HFResponder:
         model_config = ConfigDict(extra="forbid")
         model: str = "default"
         adapter: str | None = None
-        max_new_tokens: int = Field(default=80, ge=1, le=4096)
-        repetition_penalty: float = Field(default=1.15, ge=1.0)
+        max_new_tokens: int = Field(default=64, ge=1, le=4096)
+        # Kept mild: a strong penalty pushes the model away from the passage wording it should reuse.
+        repetition_penalty: float = Field(default=1.05, ge=1.0)
         system_prompt: str = SYSTEM
         threads: int | None = Field(default=None, ge=1)
         timeout_s: float = Field(default=60.0, gt=0)

@@ -18,5 +18,6 @@ def build_messages(turn: Turn, passages: Sequence[Passage], system: str = SYSTEM
     context = "\n\n".join(f"[{i}] {p.text}" for i, p in enumerate(passages, 1))
     messages = [{"role": "system", "content": system}]
     messages += [{"role": m.role, "content": m.content} for m in turn.history[-history:] if m.role != "system"]
-    messages.append({"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {turn.text}"})
+    # Passages first and the question last: the small default model stays closest to the text this way.
+    messages.append({"role": "user", "content": f"{context}\n\nUsing the text above, answer: {turn.text}"})
     return messages

@@ -1,0 +1,70 @@
+"""Web test fixtures (load with `pytest_plugins = ["conftest_web"]`): a real Service and its web app on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from bot.config import Settings
+from bot.service import Service
+from bot.web import create_app
+
+ARTICLES = Path(__file__).resolve().parent.parent / "knowledge" / "demo" / "articles"
+
+
+@contextmanager
+def serving(service: Service) -> Iterator[str]:
+    """Serve `create_app(service)` with uvicorn on a free 127.0.0.1 port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # the server keeps this socket, so no other process can take the port meanwhile
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the web app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[[Service], AbstractContextManager[str]]:
+    """`serving`, for tests that need the web app over a service of their own."""
+    return serving
+
+
+@pytest.fixture(scope="session")
+def web_service(tmp_path_factory: pytest.TempPathFactory) -> Service:
+    """A real Service (MiniLM, Chroma in tmp, extractive responder, two input guards) over the demo articles."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("web-data"),
+        embedder="minilm",
+        retriever="chroma",
+        responder={"name": "extractive"},
+        guards={"input": ["max_length", "instruction_override"]},
+    )
+    service = Service.start(settings, warm=False)
+    service.index.rebuild(ARTICLES)
+    service.warm()
+    return service
+
+
+@pytest.fixture(scope="session")
+def web_url(web_service: Service) -> Iterator[str]:
+    """Base URL of the web app serving `web_service`."""
+    with serving(web_service) as url:
+        yield url
