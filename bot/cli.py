@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -111,8 +110,10 @@ def index_rebuild(
         report = service.index.rebuild(source or settings.knowledge.source, update)
     for path, reason in report.skipped:
         typer.secho(f"skipped {path}: {reason}", fg="yellow")
-    print(f"Indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f}s "
-          f"(version {report.version}, {len(report.skipped)} skipped).")
+    print(
+        f"Indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f}s "
+        f"(version {report.version}, {len(report.skipped)} skipped)."
+    )
 
 
 @index_app.command("status")
@@ -161,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

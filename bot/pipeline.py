@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from bot.contracts import Draft, InputGuard, OutputGuard, Passage, Reply, Responder, Retriever, Turn, Verdict
+from bot.contracts import Draft, InputGuard, OutputGuard, Reply, Responder, Retriever, Turn, Verdict
 from bot.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,10 @@ class Pipeline:
     guard_timeout_s: float = 2.0
 
 
-async def _guarded(name: str, check: object, timeout_s: float) -> Verdict:
+async def _guarded(name: str, check: Awaitable[object], timeout_s: float) -> Verdict:
     """Run one guard check; an exception or a timeout blocks the turn (fail closed)."""
     try:
-        verdict = await asyncio.wait_for(check, timeout_s)  # type: ignore[arg-type]
+        verdict = await asyncio.wait_for(check, timeout_s)
         if not isinstance(verdict, Verdict):
             raise TypeError(f"returned {type(verdict).__name__}, not a Verdict")
         return verdict

@@ -53,10 +53,17 @@ def parse_messages(raw: Any, limit: int) -> tuple[Message, ...]:
         raise InputError("'messages' must be a non-empty list of {role, content} objects.")
     messages = []
     for i, m in enumerate(raw):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
-            raise InputError(f"Message {i} must be an object with role 'user' or 'assistant' and a string 'content'.")
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
+            raise InputError(
+                f"Message {i + 1} must be an object with role 'user' or 'assistant' and a string 'content'."
+            )
         if len(m["content"]) > limit:
-            raise InputError(f"Message {i} has {len(m['content']):,} characters; the limit is {limit:,}.")
+            which = "Your message" if i == len(raw) - 1 else f"Message {i + 1}"
+            raise InputError(f"{which} has {len(m['content']):,} characters; the limit is {limit:,}.")
         messages.append(Message(m["role"], m["content"]))
     if messages[-1].role != "user":
         raise InputError("The last message must come from the user.")
@@ -133,7 +140,9 @@ def reply_json(reply: Reply, request_id: Any = None) -> dict[str, Any]:
         "refused": reply.refused,
         "handoff": reply.handoff,
         "sources": sources(reply),
-        "verdicts": [{"plugin": v.plugin, "blocked": v.blocked, "score": v.score, "reason": v.reason} for v in reply.verdicts],
+        "verdicts": [
+            {"plugin": v.plugin, "blocked": v.blocked, "score": v.score, "reason": v.reason} for v in reply.verdicts
+        ],
         "tokens": reply.tokens,
         "latency_ms": {k: reply.latency_ms.get(k, 0.0) for k in keys},
     }

@@ -163,7 +163,9 @@ def build_chat(service: Service) -> gr.Blocks:
             autofocus=True,
             elem_id="question",
         )
-        box.submit(add_user, [box, chatbot], [box, chatbot], queue=False).then(answer, chatbot, chatbot)
+        box.submit(add_user, [box, chatbot], [box, chatbot], queue=False).then(
+            answer, chatbot, chatbot, concurrency_limit=32
+        )
     return chat
 
 

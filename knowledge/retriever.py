@@ -42,15 +42,26 @@ class ChromaRetriever:
 
     def _search(self, query: str, k: int) -> list[Passage]:
         vector = self._embedder.embed_query(query)
-        res = self._current().query(query_embeddings=[vector], n_results=k, include=["documents", "metadatas", "distances"])
+        res = self._current().query(
+            query_embeddings=[vector], n_results=k, include=["documents", "metadatas", "distances"]
+        )
         passages = []
-        for cid, text, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0]):
+        for cid, text, meta, dist in zip(
+            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
+        ):
             meta = dict(meta or {})
-            passages.append(Passage(
-                id=cid, text=text, score=round(1.0 - float(dist), 4), doc_id=str(meta.get("doc_id", "")),
-                title=str(meta.get("title", "")), section=str(meta.get("section", "")),
-                source=str(meta.get("source", "")), metadata=meta,
-            ))
+            passages.append(
+                Passage(
+                    id=cid,
+                    text=text,
+                    score=round(1.0 - float(dist), 4),
+                    doc_id=str(meta.get("doc_id", "")),
+                    title=str(meta.get("title", "")),
+                    section=str(meta.get("section", "")),
+                    source=str(meta.get("source", "")),
+                    metadata=meta,
+                )
+            )
         return passages
 
     async def search(self, query: str, k: int) -> list[Passage]:

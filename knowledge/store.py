@@ -72,7 +72,9 @@ class KnowledgeStore:
     def __init__(self, path: Path, name: str, embedder: Embedder) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.name, self.embedder = path, name, embedder
-        self.client: ClientAPI = chromadb.PersistentClient(path=str(path), settings=chromadb.Settings(anonymized_telemetry=False))
+        self.client: ClientAPI = chromadb.PersistentClient(
+            path=str(path), settings=chromadb.Settings(anonymized_telemetry=False)
+        )
         self._ef = ChromaEmbedding(embedder)
         self._alias = path / f"{name}.alias.json"
 
@@ -114,10 +116,18 @@ class KnowledgeStore:
         if not chunks:
             raise ServicebotError(f"No indexable documents in {source}; the current index is unchanged.")
         version = f"{self.name}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
-        meta = {"embedder": self.embedder.id, "dimension": self.embedder.dimension, "source": str(source),
-                "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "documents": len(docs)}
+        meta = {
+            "embedder": self.embedder.id,
+            "dimension": self.embedder.dimension,
+            "source": str(source),
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "documents": len(docs),
+        }
         col = self.client.create_collection(
-            version, metadata=meta, embedding_function=self._ef, configuration={"hnsw": {"space": "cosine"}}  # type: ignore[arg-type]
+            version,
+            metadata=meta,
+            embedding_function=self._ef,  # type: ignore[arg-type]
+            configuration={"hnsw": {"space": "cosine"}},
         )
         try:
             for i in range(0, len(chunks), BATCH):
@@ -134,8 +144,13 @@ class KnowledgeStore:
             self.client.delete_collection(version)  # a failed build never becomes the serving one
             raise
         self._switch(version)
-        return BuildReport(version, len(docs), len(chunks), tuple((s.source, s.reason) for s in skipped),
-                           round(time.perf_counter() - start, 2))
+        return BuildReport(
+            version,
+            len(docs),
+            len(chunks),
+            tuple((s.source, s.reason) for s in skipped),
+            round(time.perf_counter() - start, 2),
+        )
 
     def _switch(self, version: str) -> None:
         previous = self.current_version()
@@ -154,5 +169,11 @@ class KnowledgeStore:
             return {"collection": self.name, "built": False, "path": str(self.path)}
         col = self.client.get_collection(version, embedding_function=self._ef)  # type: ignore[arg-type]
         meta = dict(col.metadata or {})
-        return {"collection": self.name, "built": True, "version": version, "chunks": col.count(),
-                "path": str(self.path), **meta}
+        return {
+            "collection": self.name,
+            "built": True,
+            "version": version,
+            "chunks": col.count(),
+            "path": str(self.path),
+            **meta,
+        }

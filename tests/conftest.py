@@ -34,15 +34,33 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw.decoder = decoders.ByteLevel()
     corpus = [p.read_text(encoding="utf-8") for p in sorted((DEMO / "articles").glob("*.md"))[:10]]
     specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
-    raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<|im_end|>",
-                                  bos_token="<|im_start|>", pad_token="<|im_end|>")
+    raw.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        pad_token="<|im_end|>",
+    )
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.eos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out

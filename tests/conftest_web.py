@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from bot.config import Settings
+from bot.config import GuardsSettings, PluginSpec, Settings
 from bot.service import Service
 from bot.web import create_app
 
@@ -52,10 +52,10 @@ def web_service(tmp_path_factory: pytest.TempPathFactory) -> Service:
     """A real Service (MiniLM, Chroma in tmp, extractive responder, two input guards) over the demo articles."""
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("web-data"),
-        embedder="minilm",
-        retriever="chroma",
-        responder={"name": "extractive"},
-        guards={"input": ["max_length", "instruction_override"]},
+        embedder=PluginSpec(name="minilm"),
+        retriever=PluginSpec(name="chroma"),
+        responder=PluginSpec(name="extractive"),
+        guards=GuardsSettings(input=[PluginSpec(name="max_length"), PluginSpec(name="instruction_override")]),
     )
     service = Service.start(settings, warm=False)
     service.index.rebuild(ARTICLES)

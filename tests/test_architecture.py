@@ -28,14 +28,26 @@ def test_core_imports_no_plugin_knowledge_or_finetune_module(path: Path) -> None
 
 
 def test_every_module_has_a_docstring() -> None:
-    missing = [str(p.relative_to(ROOT)) for pkg in ("bot", "plugins", "knowledge", "finetune")
-               for p in (ROOT / pkg).rglob("*.py") if ast.get_docstring(ast.parse(p.read_text())) is None]
+    missing = [
+        str(p.relative_to(ROOT))
+        for pkg in ("bot", "plugins", "knowledge", "finetune")
+        for p in (ROOT / pkg).rglob("*.py")
+        if ast.get_docstring(ast.parse(p.read_text())) is None
+    ]
     assert missing == []
 
 
-@pytest.mark.parametrize(("kind", "name"), [("guard", "max_length"), ("guard", "instruction_override"),
-                                            ("responder", "hf"), ("responder", "extractive"),
-                                            ("retriever", "chroma"), ("embedder", "minilm")])
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("guard", "max_length"),
+        ("guard", "instruction_override"),
+        ("responder", "hf"),
+        ("responder", "extractive"),
+        ("retriever", "chroma"),
+        ("embedder", "minilm"),
+    ],
+)
 def test_builtins_are_registered_as_entry_points_with_strict_config(kind: str, name: str) -> None:
     assert name in installed(kind)
     config = plugin_class(kind, name).Config

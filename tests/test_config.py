@@ -61,8 +61,11 @@ def test_unknown_plugin_name_is_named(tmp_path: Path) -> None:
 
 
 def test_plugin_config_typo_names_plugin_and_key(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, responder="extractive",
-                        guards={"input": [{"name": "max_length", "config": {"max_charz": 5}}]})
+    settings = Settings(
+        data_dir=tmp_path,
+        responder="extractive",
+        guards={"input": [{"name": "max_length", "config": {"max_charz": 5}}]},
+    )
     with pytest.raises(PluginError, match=r"guard plugin 'max_length'.*'max_charz': unknown key"):
         build_pipeline(settings)
 

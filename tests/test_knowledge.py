@@ -33,10 +33,12 @@ More words about the second part of {title}.
 
 def make_kb(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "reset.md").write_text(ARTICLE.format(id="reset", title="Reset a password",
-                                                 body="Open Settings > Security and choose Reset password."))
-    (root / "ship.md").write_text(ARTICLE.format(id="ship", title="Shipping costs",
-                                                body="Standard shipping costs 4.95 and takes 3 to 5 days."))
+    (root / "reset.md").write_text(
+        ARTICLE.format(id="reset", title="Reset a password", body="Open Settings > Security and choose Reset password.")
+    )
+    (root / "ship.md").write_text(
+        ARTICLE.format(id="ship", title="Shipping costs", body="Standard shipping costs 4.95 and takes 3 to 5 days.")
+    )
     (root / "binary.md").write_bytes(b"\x00\x01\x02binary")
     (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     (root / "image.png").write_bytes(b"\x89PNG")
@@ -90,8 +92,11 @@ async def test_running_retriever_follows_a_rebuild_without_restart(tmp_path: Pat
     kb = make_kb(tmp_path / "kb")
     service.index.rebuild(kb)
     assert (await service.pipeline.retriever.search("warranty claim", k=1))[0].doc_id != "warranty"
-    (kb / "warranty.md").write_text(ARTICLE.format(id="warranty", title="Warranty claims",
-                                                  body="Devices carry a two-year warranty; claim it in the app."))
+    (kb / "warranty.md").write_text(
+        ARTICLE.format(
+            id="warranty", title="Warranty claims", body="Devices carry a two-year warranty; claim it in the app."
+        )
+    )
     other = Service.start(service.settings, warm=False)  # ops rebuilds from another process
     other.index.rebuild(kb)
     assert (await service.pipeline.retriever.search("warranty claim", k=1))[0].doc_id == "warranty"

@@ -42,8 +42,13 @@ class WrongTypeGuard:
 
 
 def pipeline(*guards: Any, passages: list[Passage] | None = None, out: tuple[Any, ...] = ()) -> Pipeline:
-    return Pipeline(list(guards), StaticRetriever(passages if passages is not None else [GOOD]), EchoResponder(),
-                    output_guards=out, guard_timeout_s=0.2)
+    return Pipeline(
+        list(guards),
+        StaticRetriever(passages if passages is not None else [GOOD]),
+        EchoResponder(),
+        output_guards=out,
+        guard_timeout_s=0.2,
+    )
 
 
 async def test_allowed_turn_answers_from_passages_with_sources() -> None:

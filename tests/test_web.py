@@ -87,7 +87,7 @@ def test_empty_message_is_answered_kindly(web_url: str) -> None:
 def test_oversized_message_is_refused_with_one_sentence(web_url: str, web_service: Service) -> None:
     limit = web_service.settings.server.max_message_chars
     events = run_event(web_url, "answer", [[user("x" * (limit + 1))]])
-    assert last_text(events[-1][1][0]) == f"Message 0 has {limit + 1:,} characters; the limit is {limit:,}."
+    assert last_text(events[-1][1][0]) == f"Your message has {limit + 1:,} characters; the limit is {limit:,}."
 
 
 def test_earlier_answers_go_back_as_history_without_their_sources_block(web_url: str) -> None:

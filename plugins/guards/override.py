@@ -50,13 +50,20 @@ class InstructionOverrideGuard:
 
     async def check(self, turn: Turn) -> Verdict:
         """Block when a recent user message matches an override family."""
-        users = [m.content for m in turn.messages if m.role == "user"][-self.config.window :]
-        text = _fold("\n".join(users))
+        users = [_fold(m.content) for m in turn.messages if m.role == "user"][-self.config.window :]
+        text = "\n".join(users)
+        newest_starts = len(text) - len(users[-1]) if users else 0
         for family in self.config.families:
-            match = _COMPILED[family].search(text)
+            # Only matches reaching into the newest message count: an attack split across turns is caught,
+            # but an earlier, already-refused attempt does not poison the customer's next honest question.
+            match = next((m for m in _COMPILED[family].finditer(text) if m.end() > newest_starts), None)
             if match:
                 return Verdict(
-                    self.name, True, 0.95, family, f"matched {family}: '{match.group(0)[:60]}'",
+                    self.name,
+                    True,
+                    0.95,
+                    family,
+                    f"matched {family}: '{match.group(0)[:60]}'",
                     message="I can't change how I work or share my internal instructions, but I'd be glad to help "
                     "with a question about your account, orders, billing or devices.",
                 )

