@@ -49,6 +49,19 @@ def _progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
+def _ensure_index(settings: Settings) -> None:
+    """Build the index on first start so the one-command setup serves straight away."""
+    from bot.service import Service
+
+    service = Service.start(settings, warm=False)
+    if service.index.status().get("built"):
+        return
+    bar, update = _progress("First start: indexing the knowledge base")
+    with bar:
+        report = service.index.rebuild(settings.knowledge.source, update)
+    print(f"Indexed {report.documents} documents as {report.chunks} chunks ({len(report.skipped)} skipped).")
+
+
 @app.command()
 @friendly
 def serve(
@@ -60,6 +73,7 @@ def serve(
     from bot.web import serve as run_server
 
     settings = _settings(config)
+    _ensure_index(settings)
     run_server(settings, host or settings.server.host, port or settings.server.port)
 
 
@@ -149,10 +163,8 @@ def prepare(config: ConfigOpt = None) -> None:
     from bot.service import Service
 
     settings = _settings(config)
-    service = Service.start(settings, warm=False)
-    if not service.index.status().get("built"):
-        index_rebuild(source=None, config=config)
-    service.warm()
+    _ensure_index(settings)
+    Service.start(settings, warm=True)
     print("Ready.")
 
 
