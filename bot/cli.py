@@ -17,6 +17,10 @@ from bot.errors import ServicebotError
 app = typer.Typer(help="servicebot: a self-hosted, plugin-based customer-service bot.", no_args_is_help=True)
 index_app = typer.Typer(help="Build and inspect the knowledge index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+eval_app = typer.Typer(help="Evaluate retrieval, safety and answers.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+GROUPS: dict[str, typer.Typer] = {"root": app, "index": index_app, "eval": eval_app}
+_LOADED: set[str] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: built-in).")]
@@ -168,8 +172,26 @@ def prepare(config: ConfigOpt = None) -> None:
     print("Ready.")
 
 
+def load_command_plugins() -> None:
+    """Let installed packages add commands: entry points in `servicebot.cli` are `register(groups)` hooks.
+
+    This is how `knowledge` and `plugins` contribute commands without `bot` importing them.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="servicebot.cli"):
+        if ep.name in _LOADED:
+            continue
+        _LOADED.add(ep.name)
+        try:
+            ep.load()(GROUPS)
+        except Exception as exc:  # a broken add-on must not take the whole CLI down
+            typer.secho(f"warning: command plugin '{ep.name}' failed to load: {exc}", err=True, fg="yellow")
+
+
 def main() -> None:
     """Console-script entry point."""
+    load_command_plugins()
     app()
 
 

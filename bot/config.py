@@ -39,9 +39,10 @@ class GuardsSettings(Strict):
         default_factory=lambda: [PluginSpec(name="max_length"), PluginSpec(name="instruction_override")]
     )
     output: list[PluginSpec] = Field(default_factory=list)
+    passages: list[PluginSpec] = Field(default_factory=list)
     timeout_s: float = Field(default=2.0, gt=0)
 
-    @field_validator("input", "output", mode="before")
+    @field_validator("input", "output", "passages", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         return [_spec(v) for v in value] if isinstance(value, list) else value
@@ -56,6 +57,14 @@ class KnowledgeSettings(Strict):
     chunk_overlap: int = Field(default=120, ge=0)
     k: int = Field(default=3, ge=1, le=50)
     min_score: float = Field(default=0.2, ge=-1, le=1)
+
+
+class PolicySettings(Strict):
+    """How verdicts combine: R = sum(weight * score); refuse when R - helpfulness_weight * H >= threshold."""
+
+    weights: dict[str, float] = Field(default_factory=dict)
+    refuse_threshold: float = Field(default=1.0, gt=0)
+    helpfulness_weight: float = Field(default=0.0, ge=0)
 
 
 class ServerSettings(Strict):
@@ -79,6 +88,7 @@ class Settings(BaseSettings):
     responder: PluginSpec = PluginSpec(name="hf")
     guards: GuardsSettings = GuardsSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
+    policy: PolicySettings = PolicySettings()
     server: ServerSettings = ServerSettings()
 
     @field_validator("embedder", "retriever", "responder", mode="before")

@@ -34,6 +34,14 @@ class Turn:
                 return message.content
         return ""
 
+    def with_text(self, text: str) -> Turn:
+        """The same turn with the newest user message replaced."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].role == "user":
+                messages = (*self.messages[:i], Message("user", text), *self.messages[i + 1 :])
+                return Turn(messages, id=self.id, session_id=self.session_id)
+        return Turn((*self.messages, Message("user", text)), id=self.id, session_id=self.session_id)
+
     @property
     def history(self) -> tuple[Message, ...]:
         """Every message before the newest user message."""
@@ -68,6 +76,11 @@ class Verdict:
     reason: str = ""
     message: str = ""  # what the customer is told when this verdict blocks
     handoff: bool = False
+    # Alternative readings of the newest message (e.g. decoded base64); every later guard checks them too.
+    views: tuple[str, ...] = ()
+    # Replacement for the newest message (input guards) or the draft (output guards), e.g. PII redacted.
+    rewrite: str | None = None
+    notice: str = ""  # told to the customer even when the turn is allowed ("I removed your card number")
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,15 @@ class OutputGuard(Protocol):
     name: str
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict: ...
+
+
+@runtime_checkable
+class PassageGuard(Protocol):
+    """Checks retrieved passages before the model sees them (indirect prompt injection)."""
+
+    name: str
+
+    async def check_passages(self, turn: Turn, passages: Sequence[Passage]) -> tuple[list[Passage], Verdict]: ...
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""The turn pipeline: input guards -> retrieval -> responder -> output guards -> policy."""
+"""The turn pipeline: input guards -> retrieval -> passage guards -> responder -> output guards -> policy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from bot.contracts import Draft, InputGuard, OutputGuard, Reply, Responder, Retriever, Turn, Verdict
+from bot.contracts import (
+    Draft,
+    InputGuard,
+    OutputGuard,
+    Passage,
+    PassageGuard,
+    Reply,
+    Responder,
+    Retriever,
+    Turn,
+    Verdict,
+)
 from bot.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -32,6 +43,13 @@ class Pipeline:
     policy: Policy = field(default_factory=Policy)
     k: int = 3
     guard_timeout_s: float = 2.0
+    passage_guards: Sequence[PassageGuard] = ()
+
+
+def _failed(name: str, exc: BaseException) -> Verdict:
+    reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+    log.error("guard %s failed closed: %s", name, reason)
+    return Verdict(plugin=name, blocked=True, score=1.0, category="guard_error", reason=f"guard_error: {reason}")
 
 
 async def _guarded(name: str, check: Awaitable[object], timeout_s: float) -> Verdict:
@@ -42,9 +60,31 @@ async def _guarded(name: str, check: Awaitable[object], timeout_s: float) -> Ver
             raise TypeError(f"returned {type(verdict).__name__}, not a Verdict")
         return verdict
     except Exception as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-        log.error("guard %s failed closed: %s", name, reason)
-        return Verdict(plugin=name, blocked=True, score=1.0, category="guard_error", reason=f"guard_error: {reason}")
+        return _failed(name, exc)
+
+
+def _worst(verdicts: list[Verdict]) -> Verdict:
+    return max(verdicts, key=lambda v: (v.blocked, v.handoff, v.score))
+
+
+async def _check_views(guard: InputGuard, turn: Turn, views: Sequence[str], timeout_s: float) -> Verdict:
+    """Check the raw turn and every decoded view of it; the riskiest verdict stands for all."""
+    raw = await _guarded(guard.name, guard.check(turn), timeout_s)
+    if not views:
+        return raw
+    seen = [raw]
+    for view in views:
+        v = await _guarded(guard.name, guard.check(turn.with_text(view)), timeout_s)
+        if v.blocked or v.score > raw.score:
+            v = Verdict(**{**v.__dict__, "reason": f"{v.reason} (in decoded view: {view[:60]!r})"})
+        seen.append(v)
+    worst = _worst(seen)
+    # A rewrite (e.g. redaction) only ever applies to what the customer actually wrote.
+    return Verdict(**{**worst.__dict__, "rewrite": raw.rewrite, "views": raw.views, "notice": raw.notice})
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
 
 
 async def _nothing() -> AsyncIterator[str]:
@@ -52,28 +92,34 @@ async def _nothing() -> AsyncIterator[str]:
         yield ""
 
 
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
-
-
 async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     """Run one turn, yielding answer deltas as they are generated and the final Reply last."""
     t0 = time.perf_counter()
     latency: dict[str, float] = {}
     verdicts: list[Verdict] = []
+    views: list[str] = []
     for guard in p.input_guards:  # operator-ordered, short-circuiting
-        verdict = await _guarded(guard.name, guard.check(turn), p.guard_timeout_s)
+        verdict = await _check_views(guard, turn, views, p.guard_timeout_s)
         verdicts.append(verdict)
-        if verdict.blocked:
+        if verdict.rewrite is not None:
+            turn = turn.with_text(verdict.rewrite)
+        views += [v for v in verdict.views if v not in views]
+        if p.policy.stops(verdicts):
             break
     latency["guards_in"] = _ms(t0)
-    if any(v.blocked for v in verdicts):
+    if p.policy.stops(verdicts):
         latency["total"] = _ms(t0)
         yield p.policy.decide(turn, None, [], verdicts, latency)
         return
 
     t = time.perf_counter()
     passages = await p.retriever.search(turn.text, k=p.k)
+    for pguard in p.passage_guards:  # indirect prompt injection is removed before the model reads it
+        try:
+            passages, verdict = await asyncio.wait_for(pguard.check_passages(turn, passages), p.guard_timeout_s)
+        except Exception as exc:
+            passages, verdict = [], _failed(pguard.name, exc)
+        verdicts.append(verdict)
     latency["retrieval"] = _ms(t)
 
     usable = p.policy.usable(passages)
@@ -84,19 +130,22 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
         if not parts:
             latency["first_token"] = _ms(t)
         parts.append(delta)
-        yield Delta(delta)
+        if delta:
+            yield Delta(delta)
     latency["generation"] = _ms(t)
     draft = Draft(text="".join(parts).strip(), tokens=len(parts))
 
     t = time.perf_counter()
     for out_guard in p.output_guards:
-        verdict = await _guarded(out_guard.name, out_guard.check_output(turn, draft, passages), p.guard_timeout_s)
+        verdict = await _guarded(out_guard.name, out_guard.check_output(turn, draft, usable), p.guard_timeout_s)
         verdicts.append(verdict)
+        if verdict.rewrite is not None:
+            draft = Draft(verdict.rewrite, draft.tokens)
         if verdict.blocked:
             break
     latency["guards_out"] = _ms(t)
     latency["total"] = _ms(t0)
-    yield p.policy.decide(turn, draft, passages, verdicts, latency)
+    yield p.policy.decide(turn, draft, usable, verdicts, latency)
 
 
 async def respond(turn: Turn, p: Pipeline) -> Reply:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Settings
-from bot.contracts import Indexed, InputGuard, Message, OutputGuard, Reply, Turn, Warmable
+from bot.contracts import Indexed, InputGuard, Message, OutputGuard, PassageGuard, Reply, Turn, Warmable
 from bot.errors import InputError, PluginError
 from bot.pipeline import Delta, Pipeline, respond, stream_turn
 from bot.policy import Policy
@@ -26,6 +26,10 @@ def build_pipeline(settings: Settings) -> Pipeline:
     ctx = PluginContext(settings, embedder=embedder)
     inputs = [build("guard", spec, ctx) for spec in settings.guards.input]
     outputs = [build("guard", spec, ctx) for spec in settings.guards.output]
+    passage_guards = [build("guard", spec, ctx) for spec in settings.guards.passages]
+    for guard in passage_guards:
+        if not isinstance(guard, PassageGuard):
+            raise PluginError(f"Guard '{guard.name}' cannot check passages (it has no check_passages method).")
     for guard in inputs:
         if not isinstance(guard, InputGuard):
             raise PluginError(f"Guard '{guard.name}' cannot check input (it has no check method).")
@@ -37,7 +41,13 @@ def build_pipeline(settings: Settings) -> Pipeline:
         retriever=build("retriever", settings.retriever, ctx),
         responder=build("responder", settings.responder, ctx),
         output_guards=outputs,
-        policy=Policy(min_score=settings.knowledge.min_score),
+        policy=Policy(
+            min_score=settings.knowledge.min_score,
+            weights=dict(settings.policy.weights),
+            refuse_threshold=settings.policy.refuse_threshold,
+            helpfulness_weight=settings.policy.helpfulness_weight,
+        ),
+        passage_guards=passage_guards,
         k=settings.knowledge.k,
         guard_timeout_s=settings.guards.timeout_s,
     )

@@ -1,0 +1,190 @@
+"""Decoders for obfuscated text (mismatched generalization): each turns a disguise back into plain text.
+
+Every decoder is pure and bounded: input is capped, expansion is capped, and nothing recurses here
+(the caller limits depth). A decoder returns None when its disguise is not present.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+
+# Latin look-alikes from Cyrillic, Greek and other scripts that NFKC leaves alone.
+CONFUSABLES = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
+    "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w", "к": "k", "м": "m", "т": "t", "в": "b",
+    "н": "h", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "Х": "X", "У": "Y", "ο": "o", "α": "a", "ν": "v", "ρ": "p", "τ": "t", "ι": "i", "κ": "k",
+    "Α": "A", "Β": "B", "Ε": "E", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P",
+    "Τ": "T", "Χ": "X", "Υ": "Y", "Ζ": "Z", "ɑ": "a", "ℓ": "l", "ı": "i",
+})
+LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+                      "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "(": "c"})
+COMMON = frozenset(
+    "the a an to of and or is are be how do i you my me it in on for with what can make get your this that "
+    "give tell write show need want help please from at by not no all some any who where when why which "
+    "order account password refund shipping device camera plug thermostat hub".split()
+)
+_WORD = re.compile(r"[A-Za-z]+")
+_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[\s:]?){8,}")
+_ASSIGN = re.compile(r"\b([A-Za-z_]\w{0,15})\s*=\s*[\"'“‘](.{1,400}?)[\"'”’]")
+_CONCAT = re.compile(r"\b([A-Za-z_]\w{0,15}(?:\s*\+\s*[A-Za-z_]\w{0,15})+)\b")
+
+
+def english_score(text: str) -> float:
+    """Share of words that are very common English words: a cheap test of 'this reads as English'."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return sum(w in COMMON for w in words) / len(words) if words else 0.0
+
+
+def _printable(text: str) -> bool:
+    if not text.strip():
+        return False
+    good = sum(ch.isprintable() or ch in "\n\t" for ch in text)
+    return good / len(text) > 0.95 and sum(ch.isalpha() for ch in text) >= 3
+
+
+def strip_invisible(text: str) -> str | None:
+    """Remove zero-width and other format characters (and variation selectors)."""
+    cleaned = "".join(
+        ch for ch in text if unicodedata.category(ch) != "Cf" and not 0xFE00 <= ord(ch) <= 0xFE0F
+    )
+    return cleaned if cleaned != text else None
+
+
+def fold_homoglyphs(text: str) -> str | None:
+    """Map full-width, styled and cross-script look-alike letters to plain Latin."""
+    folded = unicodedata.normalize("NFKC", text).translate(CONFUSABLES)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
+    return folded if folded != text else None
+
+
+def unleet(text: str) -> str | None:
+    """Undo leetspeak in words that mix letters with digits or symbols (h4ck, pa$$w0rd)."""
+    def fix(match: re.Match[str]) -> str:
+        token = match.group(0)
+        # Long mixed runs are ids or encodings, not words: leave them to the other decoders.
+        if len(token) <= 16 and any(c.isalpha() for c in token) and any(not c.isalpha() for c in token):
+            return token.translate(LEET)
+        return token
+
+    out = re.sub(r"[A-Za-z0-9@$!|+(]{2,}", fix, text)
+    return out if out != text else None
+
+
+def decode_base64(text: str) -> str | None:
+    """Decode base64 runs that turn into readable text."""
+    found = []
+    for match in _B64.finditer(text.replace("\n", "")):
+        chunk = match.group(0)
+        try:
+            raw = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if _printable(raw):
+            found.append(raw)
+    return " ".join(found) if found else None
+
+
+def decode_hex(text: str) -> str | None:
+    """Decode runs of hex byte pairs that turn into readable text."""
+    found = []
+    for match in _HEX.finditer(text):
+        digits = re.sub(r"[\s:]", "", match.group(0))
+        try:
+            raw = bytes.fromhex(digits[: len(digits) // 2 * 2]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if _printable(raw):
+            found.append(raw)
+    return " ".join(found) if found else None
+
+
+def decode_rot13(text: str) -> str | None:
+    """ROT13, kept only when it reads more like English than the original."""
+    rotated = codecs.decode(text, "rot_13")
+    return rotated if english_score(rotated) > english_score(text) + 0.15 else None
+
+
+def reverse_text(text: str) -> str | None:
+    """Reversed characters or reversed word order, kept only when it reads more like English."""
+    best, base = None, english_score(text)
+    for candidate in (text[::-1], " ".join(reversed(text.split()))):
+        if english_score(candidate) > base + 0.15:
+            best, base = candidate, english_score(candidate)
+    return best
+
+
+def join_payload(text: str) -> str | None:
+    """Payload splitting: `a = "how to", b = "pick locks"; answer a + b` -> the joined payload."""
+    values = {name: value for name, value in _ASSIGN.findall(text)}
+    if len(values) < 2:
+        return None
+    for expr in _CONCAT.findall(text):
+        names = [n.strip() for n in expr.split("+")]
+        if all(n in values for n in names):
+            return " ".join(values[n] for n in names)
+    return " ".join(values.values())
+
+
+class Revoweller:
+    """Restores disemvowelled words (hw t mk bmb) from a vocabulary keyed by consonant skeleton."""
+
+    def __init__(self, vocabulary: Iterable[str]) -> None:
+        table: dict[str, str] = {}
+        for word in vocabulary:
+            word = word.lower()
+            skeleton = re.sub(r"[aeiou]", "", word)
+            if len(word) >= 3 and skeleton and skeleton != word:
+                table.setdefault(skeleton, word)
+        self._table = table
+
+    def __call__(self, text: str) -> str | None:
+        letters = [c for c in text.lower() if c.isalpha()]
+        words = _WORD.findall(text)
+        if len(words) < 3 or not letters or sum(c in "aeiou" for c in letters) / len(letters) > 0.12:
+            return None
+        restored = _WORD.sub(lambda m: self._table.get(m.group(0).lower(), m.group(0)), text)
+        return restored if restored != text else None
+
+
+Decoder = Callable[[str], "str | None"]
+DECODERS: dict[str, Decoder] = {
+    "zero_width": strip_invisible,
+    "homoglyph": fold_homoglyphs,
+    "base64": decode_base64,
+    "hex": decode_hex,
+    "rot13": decode_rot13,
+    "reversed": reverse_text,
+    "leetspeak": unleet,
+    "payload_split": join_payload,
+}
+
+
+def decoded_views(text: str, decoders: dict[str, Decoder], max_depth: int = 2, max_views: int = 8,
+                  max_chars: int = 8000, max_expansion: float = 4.0) -> list[tuple[str, str]]:
+    """All distinct decodings of `text`, breadth first, as (how, view) pairs; bounded in depth, count and size."""
+    text = text[:max_chars]
+    views: list[tuple[str, str]] = []
+    seen = {text}
+    frontier = [("", text)]
+    for _ in range(max_depth):
+        nxt = []
+        for how, current in frontier:
+            for name, decoder in decoders.items():
+                out = decoder(current)
+                if out is None or out in seen or len(out) > max_expansion * len(text) + 64:
+                    continue
+                seen.add(out)
+                label = f"{how}+{name}" if how else name
+                views.append((label, out[:max_chars]))
+                nxt.append((label, out[:max_chars]))
+                if len(views) >= max_views:
+                    return views
+        frontier = nxt
+    return views
