@@ -48,7 +48,9 @@ def _settings(config: Path | None) -> Settings:
 def _progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
     from rich.progress import Progress
 
-    bar = Progress(transient=False)
+    from rich.console import Console
+
+    bar = Progress(transient=False, console=Console(stderr=True))  # stdout stays clean for --json
     task = bar.add_task(label, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -112,43 +114,8 @@ def ask(
         print(f"  source: {s['title']} ({s['id']}, score {s['score']:.2f})")
 
 
-@index_app.command("rebuild")
-@friendly
-def index_rebuild(
-    source: Annotated[Path | None, typer.Option(help="Folder of documents (default: knowledge.source).")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Build a new index version from a folder of documents and switch to it."""
-    from bot.service import Service
-
-    settings = _settings(config)
-    service = Service.start(settings, warm=False)
-    bar, update = _progress("Embedding chunks")
-    with bar:
-        report = service.index.rebuild(source or settings.knowledge.source, update)
-    for path, reason in report.skipped:
-        typer.secho(f"skipped {path}: {reason}", fg="yellow")
-    print(
-        f"Indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f}s "
-        f"(version {report.version}, {len(report.skipped)} skipped)."
-    )
-
-
-@index_app.command("status")
-@friendly
-def index_status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show what is indexed."""
-    from bot.service import Service
-
-    status = Service.start(_settings(config), warm=False).index.status()
-    if as_json:
-        print(json.dumps(status, default=str))
-        return
-    if not status.get("built"):
-        print(f"Index '{status['collection']}' is not built yet: run `bot index rebuild`.")
-        return
-    for key, value in status.items():
-        print(f"{key:>12}: {value}")
+# `bot index rebuild | status | diff | rollback` live in bot/cli_index.py (they need the helpers above).
+from bot import cli_index  # noqa: E402, F401
 
 
 @app.command()

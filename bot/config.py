@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,6 +57,17 @@ class KnowledgeSettings(Strict):
     chunk_overlap: int = Field(default=120, ge=0)
     k: int = Field(default=3, ge=1, le=50)
     min_score: float = Field(default=0.2, ge=-1, le=1)
+    # Index lifecycle (knowledge/): where vectors live, size limits, build checks, retention.
+    store: Literal["embedded", "http"] = "embedded"
+    chroma_host: str = "127.0.0.1"
+    chroma_port: int = Field(default=8000, ge=1, le=65535)
+    chroma_ssl: bool = False  # the http token comes only from the environment: SERVICEBOT_CHROMA_TOKEN
+    max_file_mb: float = Field(default=20.0, gt=0)
+    language: str = "en"  # for documents that do not declare one
+    qa_file: Path | None = None  # question/answer pairs a new version must answer (recall@5) before switching
+    recall_margin: float = Field(default=0.02, ge=0, le=1)
+    retain_versions: int = Field(default=3, ge=1)
+    max_segments: int = Field(default=8, ge=1)  # incremental builds add a segment; more than this compacts
 
 
 class PolicySettings(Strict):

@@ -63,6 +63,7 @@ class Passage:
     section: str = ""
     source: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    url: str = ""  # a link to cite (the document's URL, or its source path when it has none)
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,23 @@ class Warmable(Protocol):
 
 @dataclass(frozen=True)
 class BuildReport:
-    """What an index rebuild did."""
+    """What an index rebuild did (or, from `diff`, would do); document ids per outcome."""
 
     version: str
     documents: int
     chunks: int
     skipped: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    unchanged: int = 0
+    embedded: int = 0  # chunks embedded now; the rest reused stored vectors
+    full: bool = False
+    reason: str = ""  # why the build was full, or why nothing was switched
+    checks: tuple[tuple[str, bool, str], ...] = ()  # (check, passed, detail)
+    switched: bool = False
+    timings: Mapping[str, float] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[int, int], None]
@@ -185,6 +196,12 @@ ProgressFn = Callable[[int, int], None]
 class Indexed(Protocol):
     """A retriever that owns a knowledge index it can rebuild and describe."""
 
-    def rebuild(self, source: Path, progress: ProgressFn | None = None) -> BuildReport: ...
+    def rebuild(
+        self, source: Path | Sequence[Path], progress: ProgressFn | None = None, full: bool = False
+    ) -> BuildReport: ...
+
+    def diff(self, source: Path | Sequence[Path]) -> BuildReport: ...
+
+    def rollback(self) -> str: ...
 
     def status(self) -> dict[str, Any]: ...

@@ -12,7 +12,6 @@ from bot.contracts import (
     Draft,
     InputGuard,
     OutputGuard,
-    Passage,
     PassageGuard,
     Reply,
     Responder,

@@ -26,6 +26,8 @@ NO_KNOWLEDGE = (
     "I couldn't find this in our help centre, so I don't want to guess. "
     "Would you like me to connect you with a member of our support team?"
 )
+# Verdict categories that measure something other than safety risk (quality, routing, redaction).
+NOT_RISK = frozenset({"topical", "grounding", "helpfulness", "pii", "pii_leak", "handoff", "size", "empty"})
 HANDOFF = "I'm connecting you with a member of our support team now; they'll see this conversation so far."
 
 
@@ -48,7 +50,7 @@ class Policy:
 
     def objective(self, verdicts: Sequence[Verdict]) -> tuple[float, float]:
         """(weighted safety risk R, helpfulness credit H) for these verdicts."""
-        risk = sum(self.weight(v.plugin) * v.score for v in verdicts if v.category != "topical")
+        risk = sum(self.weight(v.plugin) * v.score for v in verdicts if v.category not in NOT_RISK)
         topical = [v for v in verdicts if v.category == "topical" or v.plugin == "topical"]
         help_credit = 1.0 - max(v.score for v in topical) if topical else 0.0
         return risk, help_credit

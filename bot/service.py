@@ -97,7 +97,8 @@ class Service:
 
     def warm(self) -> None:
         """Load heavy components now rather than on the first turn."""
-        for part in (self.pipeline.retriever, self.pipeline.responder):
+        p = self.pipeline
+        for part in (*p.input_guards, *p.passage_guards, *p.output_guards, p.retriever, p.responder):
             if isinstance(part, Warmable):
                 part.warm()
 

@@ -1,179 +1,130 @@
-"""The Chroma store: versioned collections behind an alias that switches only after a complete build."""
+"""The knowledge store: versioned, segmented Chroma collections behind an alias that switches only after checks."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import fcntl
 import logging
-import os
-import time
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import chromadb
-from chromadb.api import ClientAPI
-from chromadb.api.models.Collection import Collection
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
-
 from bot.contracts import BuildReport, Embedder, ProgressFn
 from bot.errors import ServicebotError
-from knowledge.chunking import chunk_document
-from knowledge.documents import load_folder
+from knowledge.build import Builder, Checks, RecallFn
+from knowledge.chroma import Segments, connect
+from knowledge.plan import Limits
+from knowledge.search import IndexView
+from knowledge.versions import Versions
 
 log = logging.getLogger(__name__)
-BATCH = 128
-
-
-class _Unbound:
-    """Stands in when Chroma reopens a collection on its own: embedding through it is an error."""
-
-    def __init__(self, embedder_id: str) -> None:
-        self.id, self.dimension = embedder_id, 0
-
-    def embed_documents(self, texts: Any) -> list[list[float]]:
-        raise ServicebotError(f"Open this collection through servicebot with the embedder '{self.id}'.")
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
-
-
-class ChromaEmbedding(EmbeddingFunction[Documents]):
-    """Hands our embedder to Chroma so it never falls back to its own downloading default."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        self._embedder = embedder
-
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - Chroma's parameter name
-        import numpy as np
-
-        return [np.asarray(v, dtype=np.float32) for v in self._embedder.embed_documents(list(input))]
-
-    @staticmethod
-    def name() -> str:
-        return "servicebot"
-
-    def get_config(self) -> dict[str, Any]:
-        return {"embedder": self._embedder.id}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> EmbeddingFunction[Documents]:
-        return ChromaEmbedding(_Unbound(str(config.get("embedder", "unknown"))))
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def default_space(self) -> str:  # type: ignore[override]
-        return "cosine"
 
 
 class KnowledgeStore:
-    """A persistent Chroma client plus the alias file that says which collection version serves."""
+    """One named index: build new versions, serve the current one, roll back, describe."""
 
-    def __init__(self, path: Path, name: str, embedder: Embedder) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.path, self.name, self.embedder = path, name, embedder
-        self.client: ClientAPI = chromadb.PersistentClient(
-            path=str(path), settings=chromadb.Settings(anonymized_telemetry=False)
-        )
-        self._ef = ChromaEmbedding(embedder)
-        self._alias = path / f"{name}.alias.json"
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        embedder: Embedder,
+        limits: Limits | None = None,
+        checks: Checks | None = None,
+        store: str = "embedded",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        ssl: bool = False,
+    ) -> None:
+        self.path, self.name, self.embedder, self.mode = path, name, embedder, store
+        self.client = connect(path, store, host, port, ssl)
+        self.versions = Versions(path, name)
+        self.segments = Segments(self.client, embedder)
+        self.builder = Builder(self.versions, self.segments, embedder, limits or Limits(), checks or Checks())
+        self._lock = threading.Lock()
+        self._view: IndexView | None = None
+        self._stamp = -1
+
+    def set_recall(self, recall: RecallFn | None, margin: float, retain: int) -> None:
+        """Install the QA recall check (the retriever provides it: it knows how searches are fused)."""
+        self.builder.checks = Checks(recall, margin, retain)
 
     def current_version(self) -> str | None:
-        """The collection the alias points at, or None before the first build."""
-        try:
-            return str(json.loads(self._alias.read_text())["version"])
-        except (OSError, ValueError, KeyError):
+        """The serving version, or None before the first build."""
+        return self.versions.current()
+
+    def alias_stamp(self) -> int:
+        """Changes whenever the alias switches."""
+        return self.versions.stamp()
+
+    def view(self, refresh: bool = False) -> IndexView:
+        """The serving version, reloaded when the alias has switched since the last call.
+
+        Raises:
+            ServicebotError: nothing is built yet, or the index was built with another embedder.
+        """
+        stamp = self.versions.stamp()
+        with self._lock:
+            if refresh or self._view is None or stamp != self._stamp:
+                version = self.versions.current()
+                if version is None:
+                    raise ServicebotError(
+                        f"The knowledge index '{self.name}' has not been built yet: run `bot index rebuild`."
+                    )
+                self._view, self._stamp = IndexView(self.versions, self.segments, version), stamp
+            return self._view
+
+    def open_version(self, version: str) -> IndexView:
+        """A view of any retained version (for evaluation and checks)."""
+        return IndexView(self.versions, self.segments, version)
+
+    def rebuild(self, roots: Sequence[Path], full: bool = False, progress: ProgressFn | None = None) -> BuildReport:
+        """Build a new version and switch to it when it passes the checks."""
+        return self.builder.rebuild(roots, full, progress)
+
+    def diff(self, roots: Sequence[Path], full: bool = False) -> BuildReport:
+        """What a rebuild would change."""
+        return self.builder.diff(roots, full)
+
+    def rollback(self) -> str:
+        """Switch the alias back to the previous version; returns the version now serving."""
+        with self.versions.lock():
+            version = self.versions.rollback()
+            self.builder.prune()
+            return version
+
+    def building(self) -> str | None:
+        """Who holds the build lock right now ('pid N'), or None."""
+        path = self.path / f"{self.name}.lock"
+        if not path.exists():
             return None
-
-    def alias_stamp(self) -> float:
-        """Changes whenever the alias switches (used by servers to pick up a new version)."""
-        try:
-            return self._alias.stat().st_mtime_ns
-        except OSError:
-            return 0
-
-    def open(self) -> Collection:
-        """Open the serving collection, refusing one built with another embedder."""
-        version = self.current_version()
-        if version is None:
-            raise ServicebotError(f"The knowledge index '{self.name}' has not been built yet: run `bot index rebuild`.")
-        col = self.client.get_collection(version, embedding_function=self._ef)  # type: ignore[arg-type]
-        built_with = (col.metadata or {}).get("embedder")
-        if built_with != self.embedder.id:
-            raise ServicebotError(
-                f"The index was built with embedder '{built_with}' but '{self.embedder.id}' is configured: "
-                "rebuild it with `bot index rebuild`."
-            )
-        return col
-
-    def rebuild(self, source: Path, chunk_size: int, overlap: int, progress: ProgressFn | None = None) -> BuildReport:
-        """Build a new collection version from `source`; the alias switches only once it is complete."""
-        start = time.perf_counter()
-        if not source.is_dir():
-            raise ServicebotError(f"Knowledge source {source} is not a folder.")
-        docs, skipped = load_folder(source)
-        chunks = [c for d in docs for c in chunk_document(d, chunk_size, overlap)]
-        if not chunks:
-            raise ServicebotError(f"No indexable documents in {source}; the current index is unchanged.")
-        version = f"{self.name}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
-        meta = {
-            "embedder": self.embedder.id,
-            "dimension": self.embedder.dimension,
-            "source": str(source),
-            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "documents": len(docs),
-        }
-        col = self.client.create_collection(
-            version,
-            metadata=meta,
-            embedding_function=self._ef,  # type: ignore[arg-type]
-            configuration={"hnsw": {"space": "cosine"}},
-        )
-        try:
-            for i in range(0, len(chunks), BATCH):
-                batch = chunks[i : i + BATCH]
-                col.add(
-                    ids=[c.id for c in batch],
-                    documents=[c.text for c in batch],
-                    metadatas=[c.metadata for c in batch],
-                    embeddings=self.embedder.embed_documents([c.text for c in batch]),  # type: ignore[arg-type]
-                )
-                if progress:
-                    progress(min(i + BATCH, len(chunks)), len(chunks))
-        except BaseException:
-            self.client.delete_collection(version)  # a failed build never becomes the serving one
-            raise
-        self._switch(version)
-        return BuildReport(
-            version,
-            len(docs),
-            len(chunks),
-            tuple((s.source, s.reason) for s in skipped),
-            round(time.perf_counter() - start, 2),
-        )
-
-    def _switch(self, version: str) -> None:
-        previous = self.current_version()
-        tmp = self._alias.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version}))
-        os.replace(tmp, self._alias)  # atomic: readers see the old or the new version, never neither
-        keep = {version, previous}
-        for col in self.client.list_collections():
-            if col.name.startswith(f"{self.name}-") and col.name not in keep:
-                self.client.delete_collection(col.name)
+        with open(path) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return fh.read().strip() or "another process"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
 
     def status(self) -> dict[str, Any]:
-        """What is indexed: version, counts, embedder, build time."""
-        version = self.current_version()
+        """What is serving: version, counts, embedder, build time, rollback history, a running rebuild."""
+        base: dict[str, Any] = {"collection": self.name, "store": self.mode, "path": str(self.path)}
+        base["rebuilding"] = self.building()
+        version = self.versions.current()
         if version is None:
-            return {"collection": self.name, "built": False, "path": str(self.path)}
-        col = self.client.get_collection(version, embedding_function=self._ef)  # type: ignore[arg-type]
-        meta = dict(col.metadata or {})
+            return {**base, "built": False}
+        m = self.versions.load(version)
         return {
-            "collection": self.name,
+            **base,
             "built": True,
             "version": version,
-            "chunks": col.count(),
-            "path": str(self.path),
-            **meta,
+            "documents": len(m.docs),
+            "chunks": m.chunk_count,
+            "segments": len(m.segments),
+            "embedder": m.embedder,
+            "dimension": m.dimension,
+            "built_at": m.built_at,
+            "sources": m.sources,
+            "skipped": len(m.skipped),
+            "history": self.versions.history(),
+            **{k: v for k, v in m.metrics.items() if k != "qa_hash"},
         }

@@ -17,9 +17,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_packaged_defaults_load_with_two_ordered_guards() -> None:
+def test_packaged_defaults_load_with_the_ordered_guard_suite() -> None:
     settings = load_settings()
-    assert [g.name for g in settings.guards.input] == ["max_length", "instruction_override"]
+    names = [g.name for g in settings.guards.input]
+    assert names[:3] == ["max_length", "pii", "obfuscation"]  # redaction and decoding come before the classifiers
+    assert {"jailbreak", "harmful_intent", "handoff", "topical"} <= set(names)
+    assert [g.name for g in settings.guards.passages] == ["injection"]
     assert settings.responder.name == "hf" and settings.server.host == "127.0.0.1"
 
 

@@ -27,12 +27,18 @@ class ExtractiveResponder:
 
     async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
         """Yield the chosen sentences word by word, ending with a citation of passage 1."""
-        if not passages:
-            return
-        query = {w.lower() for w in _WORD.findall(turn.text)}
-        body = passages[0].text.split("\n", 1)[-1]
-        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 3]
-        ranked = sorted(sentences, key=lambda s: -len(query & {w.lower() for w in _WORD.findall(s)}))
-        chosen = [s for s in sentences if s in ranked[: self.config.sentences]]
-        for word in (" ".join(chosen) + " [1]").split(" "):
+        answer = extractive_answer(turn.text, passages, self.config.sentences)
+        for word in answer.split(" ") if answer else []:
             yield word + " "
+
+
+def extractive_answer(question: str, passages: Sequence[Passage], sentences: int = 2) -> str:
+    """The sentences of the best passage that share most words with the question, cited as [1]."""
+    if not passages:
+        return ""
+    query = {w.lower() for w in _WORD.findall(question)}
+    body = passages[0].text.split("\n", 1)[-1]
+    found = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 3]
+    ranked = sorted(found, key=lambda s: -len(query & {w.lower() for w in _WORD.findall(s)}))
+    chosen = [s for s in found if s in ranked[:sentences]]
+    return " ".join(chosen) + " [1]"

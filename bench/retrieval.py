@@ -1,0 +1,29 @@
+"""Demo QA retrieval quality with the default embedder: vector-only and BM25-only baselines vs hybrid.
+
+Usage: python bench/retrieval.py   (fusion was tuned on the train split with bench/retrieval_tune.py)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bot.config import Settings
+from bot.service import Service
+from knowledge.commands import format_report
+
+DEMO = Path(__file__).resolve().parent.parent / "knowledge" / "demo"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), responder="extractive", knowledge={"source": DEMO / "articles"})
+        service = Service.start(settings, warm=False)
+        service.index.rebuild(DEMO / "articles")
+        report = service.pipeline.retriever.evaluate(DEMO / "qa.jsonl")  # type: ignore[attr-defined]
+        print(format_report(report))
+        print("hybrid misses at 5:", ", ".join(report["hybrid"]["misses"]) or "none")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Learned guards on the shared intent classifier: `jailbreak`, `harmful_intent`, `topical` and `handoff`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.contracts import Turn, Verdict
+from plugins.guards.override import PATTERNS, _COMPILED, _fold
+from plugins.responders.model_cache import cache_root
+from plugins.safety.classifier import IntentClassifier, load
+
+ROOT = Path(__file__).resolve().parents[2]
+CARE = (
+    "I'm really sorry you're feeling this way, and I'm glad you told me. You deserve support from a person "
+    "right now: I'm connecting you with a member of our team. If you are in danger, please call your local "
+    "emergency number, or reach a crisis line such as 988 in the US or 116 123 (Samaritans) in the UK and "
+    "Ireland; they are there 24/7."
+)
+CATEGORY_TEXT = {
+    "violence_weapons": "weapons or violence", "drugs": "illegal drugs", "cybercrime": "hacking or malware",
+    "fraud_financial": "fraud or scams", "hate_harassment": "hate or harassment",
+    "privacy_violation": "other people's personal data", "sexual": "sexual content",
+    "sexual_minors": "that kind of content", "self_harm": "self-harm", "misinformation": "fake or misleading content",
+}
+
+
+def safety_data_dir() -> Path | None:
+    """The public tune/holdout data: SERVICEBOT_SAFETY_DATA, else ../shared/data/safety beside the repo."""
+    env = os.environ.get("SERVICEBOT_SAFETY_DATA")
+    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data" / "safety"]:
+        if (candidate / "tune").is_dir():
+            return candidate
+    return None
+
+
+class IntentConfig(BaseModel):
+    """Shared settings of the learned guards."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    window: int = Field(default=3, ge=1, le=20, description="recent user messages read together")
+    margin: float = Field(default=0.15, ge=0, le=1, description="rise the newest message must add to the window")
+    public_data: bool = Field(default=True, description="also train on the public tune/ sets when present")
+
+
+class _IntentGuard:
+    """Scores the newest message and the recent window; a window counts only when the newest message raises it,
+    so an attack split across turns is caught while an earlier refused message does not poison later ones."""
+
+    Config = IntentConfig
+    head = "harmful"
+    name = "intent"
+
+    def __init__(self, config: IntentConfig, ctx: Any = None) -> None:
+        self.config = config
+        self._model: IntentClassifier | None = None
+        self._embedder = getattr(ctx, "embedder", None)
+        demo = getattr(getattr(ctx, "settings", None), "knowledge", None)
+        self._qa = (Path(demo.source).parent / "qa.jsonl") if demo is not None else None
+
+    def warm(self) -> None:
+        """Load or train the classifier."""
+        if self._model is None:
+            data = safety_data_dir() if self.config.public_data else None
+            qa = self._qa if self._qa is not None and self._qa.is_file() else None
+            embedder = self._embedder
+
+            def embed(texts: Sequence[str]) -> Any:
+                # embed_query caches, so retrieval reuses the vector of the customer's question.
+                if len(texts) > 8:
+                    return np.array(embedder.embed_documents(list(texts)))
+                return np.array([embedder.embed_query(t) for t in texts])
+
+            self._model = load(data, qa, cache_root().parent / "guards", embed if embedder else None,
+                               getattr(embedder, "id", "none"))
+
+    def _scores(self, turn: Turn) -> dict[str, Any]:
+        self.warm()
+        assert self._model is not None
+        users = [m.content for m in turn.messages if m.role == "user"][-self.config.window :] or [""]
+        if len(users) == 1:
+            return {**self._model.scores(users)[0], "window": False}
+        newest, window, before = self._model.scores([users[-1], "\n".join(users), "\n".join(users[:-1])])
+        if window[self.head] > before[self.head] + self.config.margin:
+            if window[self.head] > newest[self.head]:
+                return {**window, "window": True}
+        return {**newest, "window": False}
+
+    async def scores(self, turn: Turn) -> dict[str, Any]:
+        """Classifier scores for this turn (run off the event loop)."""
+        return await asyncio.to_thread(self._scores, turn)
+
+
+class HarmfulIntentGuard(_IntentGuard):
+    """Blocks requests for harm by category (English and Chinese); self-harm is answered with care and a human."""
+
+    head = "harmful"
+    name = "harmful_intent"
+
+    async def check(self, turn: Turn) -> Verdict:
+        s = await self.scores(turn)
+        score, category = s["harmful"], s["category"] or "harmful"
+        self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
+        where = " across turns" if s["window"] else ""
+        if self_harm >= self.config.threshold:
+            return Verdict(self.name, True, self_harm, "self_harm", f"self-harm risk {self_harm:.2f}{where}",
+                           message=CARE, handoff=True)
+        if score >= self.config.threshold:
+            topic = CATEGORY_TEXT.get(category, "that")
+            return Verdict(self.name, True, score, category, f"harmful intent {score:.2f} ({category}){where}",
+                           message=f"I can't help with anything involving {topic}. If you have a question about "
+                           "your Kestrel account, an order or a device, I'm glad to help.")
+        return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}")
+
+
+class JailbreakGuard(_IntentGuard):
+    """Competing objectives: role-play personas, prefix injection, refusal suppression, ignore-previous, fake
+    system messages, system-prompt requests. A learned head, backed by the override patterns."""
+
+    head = "jailbreak"
+    name = "jailbreak"
+
+    async def check(self, turn: Turn) -> Verdict:
+        s = await self.scores(turn)
+        score, family = s["jailbreak"], "learned"
+        pattern = next((f for f in PATTERNS if _COMPILED[f].search(_fold(turn.text))), None)
+        if pattern is not None:
+            score, family = max(score, 0.9), pattern
+        if score >= self.config.threshold:
+            return Verdict(self.name, True, score, "jailbreak", f"jailbreak {score:.2f} ({family})",
+                           message="I can't change how I work or share my internal instructions, but I'd be glad "
+                           "to help with a question about your account, orders, billing or devices.")
+        return Verdict(self.name, False, score, "jailbreak", f"jailbreak {score:.2f}")
+
+
+class TopicalConfig(IntentConfig):
+    """Topical rail settings."""
+
+    mode: Literal["decline", "allow"] = "decline"
+
+
+class TopicalGuard(_IntentGuard):
+    """Off-domain requests: decline kindly (default) or let them through to the no-knowledge answer."""
+
+    Config = TopicalConfig  # type: ignore[assignment]
+    head = "offtopic"
+    name = "topical"
+
+    async def check(self, turn: Turn) -> Verdict:
+        s = await self.scores(turn)
+        score = s["offtopic"]
+        if score >= self.config.threshold and getattr(self.config, "mode", "decline") == "decline":
+            return Verdict(self.name, True, score, "topical", f"off-domain {score:.2f}",
+                           message="That's outside what I can help with here: I'm Kestrel Home's support assistant. "
+                           "Ask me about your account, orders, returns, billing or Kestrel devices.")
+        return Verdict(self.name, False, score, "topical", f"off-domain {score:.2f}")
+
+
+class HandoffGuard(_IntentGuard):
+    """Hands the conversation to a human when asked for, on strong frustration, or on repeated failure."""
+
+    head = "human"
+    name = "handoff"
+
+    async def check(self, turn: Turn) -> Verdict:
+        s = await self.scores(turn)
+        failures = sum("connect you with a member of our support team" in m.content
+                       for m in turn.messages if m.role == "assistant")
+        reasons = [r for r, hit in (("asked for a human", s["human"] >= self.config.threshold),
+                                    ("strong frustration", s.get("frustration", 0) >= self.config.threshold),
+                                    ("repeated failure", failures >= 2)) if hit]
+        if reasons:
+            return Verdict(self.name, False, 0.0, "handoff", "; ".join(reasons), handoff=True,
+                           message="I'm sorry this has been frustrating. I'm connecting you with a member of our "
+                           "team now; they'll see our conversation so far.")
+        return Verdict(self.name, False, 0.0, "handoff", "no handoff needed")

@@ -1,0 +1,144 @@
+"""Output and passage guards: grounding, over-refusal repair, system-prompt leakage, harmful output, and
+indirect prompt injection inside retrieved passages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.contracts import Draft, Passage, Turn, Verdict
+from plugins.guards.intent import IntentConfig, _IntentGuard
+from plugins.guards.override import _COMPILED, _fold
+from plugins.responders.extractive import extractive_answer
+from plugins.responders.prompt import SYSTEM
+
+_WORD = re.compile(r"[^\W\d_]{4,}|\d+", re.UNICODE)
+_SENT = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+STOP = frozenset("this that with from your have will just they them then than what when where which about into "
+                 "also only some more most very here there were been being does doing make made".split())
+REFUSAL = re.compile(r"\b(i('m| am) (sorry|unable|not able)|i can('|no)t (help|assist|provide)|as an ai\b|"
+                     r"i (won't|will not|must decline)|unable to (help|assist))", re.IGNORECASE)
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)} - STOP
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GroundingGuard:
+    """Checks that each answer sentence is supported by the passages; an ungrounded answer is replaced by an
+    extractive, cited one (or the policy's "I don't know" when there is no passage)."""
+
+    class Config(_Strict):
+        min_overlap: float = Field(default=0.5, ge=0, le=1, description="share of a sentence's words in passages")
+        max_unsupported: float = Field(default=0.5, ge=0, le=1, description="share of sentences allowed unsupported")
+
+    name = "grounding"
+
+    def __init__(self, config: Config, ctx: Any = None) -> None:
+        self.config = config
+
+    async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
+        source = set().union(*(_words(p.text) for p in passages)) if passages else set()
+        sentences = [s for s in _SENT.split(draft.text) if _words(s)]
+        if not sentences:
+            return Verdict(self.name, False, 0.0, "grounding", "nothing to check")
+        unsupported = [s for s in sentences if len(_words(s) & source) / len(_words(s)) < self.config.min_overlap]
+        share = len(unsupported) / len(sentences)
+        if share <= self.config.max_unsupported:
+            return Verdict(self.name, False, share, "grounding", f"{len(sentences) - len(unsupported)}/"
+                           f"{len(sentences)} sentences supported")
+        fallback = extractive_answer(turn.text, passages)
+        return Verdict(self.name, False, share, "grounding", f"{len(unsupported)}/{len(sentences)} sentences "
+                       "unsupported: replaced by an extractive answer", rewrite=fallback or None)
+
+
+class OverRefusalGuard:
+    """Helpfulness: a refusal of an in-domain question that has good passages becomes a grounded answer."""
+
+    class Config(_Strict):
+        pass
+
+    name = "over_refusal"
+
+    def __init__(self, config: Config, ctx: Any = None) -> None:
+        self.config = config
+
+    async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
+        if passages and REFUSAL.search(draft.text):
+            return Verdict(self.name, False, 0.0, "helpfulness", "refusal of an answerable question replaced",
+                           rewrite=extractive_answer(turn.text, passages))
+        return Verdict(self.name, False, 0.0, "helpfulness", "not a refusal")
+
+
+class PromptLeakGuard:
+    """Blocks answers that repeat the system prompt (any 6 consecutive words of it)."""
+
+    class Config(_Strict):
+        ngram: int = Field(default=6, ge=3, le=20)
+
+    name = "prompt_leak"
+
+    def __init__(self, config: Config, ctx: Any = None) -> None:
+        self.config = config
+        responder = getattr(getattr(ctx, "settings", None), "responder", None)
+        system = (responder.config.get("system_prompt") if responder else None) or SYSTEM
+        words = re.findall(r"\w+", system.lower())
+        n = config.ngram
+        self._shingles = {" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}
+
+    async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
+        words = re.findall(r"\w+", draft.text.lower())
+        n = self.config.ngram
+        hits = sum(" ".join(words[i : i + n]) in self._shingles for i in range(max(0, len(words) - n + 1)))
+        if hits:
+            return Verdict(self.name, True, 1.0, "prompt_leak", f"{hits} system-prompt phrase(s) in the answer",
+                           message="I can't share my internal instructions, but I'm happy to help with your question.")
+        return Verdict(self.name, False, 0.0, "prompt_leak", "no system-prompt text")
+
+
+class HarmfulOutputGuard(_IntentGuard):
+    """Blocks answers the harm classifier flags (a second line of defence behind the input guards)."""
+
+    head = "harmful"
+    name = "harmful_output"
+
+    async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
+        self.warm()
+        assert self._model is not None
+        score = self._model.scores([draft.text])[0]["harmful"]
+        if score >= self.config.threshold:
+            return Verdict(self.name, True, score, "harmful_output", f"harmful content {score:.2f} in answer")
+        return Verdict(self.name, False, score, "harmful_output", f"harmful content {score:.2f}")
+
+
+class InjectionGuard(_IntentGuard):
+    """Indirect prompt injection: instructions planted in knowledge passages are cut out before the model
+    reads them (sentence by sentence, so the rest of the passage still helps)."""
+
+    Config = IntentConfig
+    head = "jailbreak"
+    name = "injection"
+
+    async def check_passages(self, turn: Turn, passages: Sequence[Passage]) -> tuple[list[Passage], Verdict]:
+        self.warm()
+        assert self._model is not None
+        cleaned, removed = [], 0
+        for p in passages:
+            sentences = [s for s in _SENT.split(p.text) if s.strip()]
+            scores = self._model.scores(sentences) if sentences else []
+            keep = [s for s, sc in zip(sentences, scores, strict=True)
+                    if sc["jailbreak"] < self.config.threshold and not any(c.search(_fold(s)) for c in _COMPILED.values())]
+            removed += len(sentences) - len(keep)
+            if keep:
+                cleaned.append(replace(p, text="\n".join(keep)) if len(keep) < len(sentences) else p)
+        if removed:
+            return cleaned, Verdict(self.name, False, 0.3, "injection", f"removed {removed} injected sentence(s)")
+        return cleaned, Verdict(self.name, False, 0.0, "injection", "no injection in passages")

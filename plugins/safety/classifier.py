@@ -1,0 +1,187 @@
+"""The intent classifier behind the learned guards: one logistic head per objective (harmful, jailbreak,
+offtopic, human, frustration, self_harm) and a category head over harmful text.
+
+Features are hashed word and character n-grams (character n-grams carry Chinese without a tokenizer) joined
+with the sentence embedding of the text (meaning beyond wording; the same embedder retrieval uses, so the
+vector of a customer's question is computed once per turn). Trained by `train()` from
+`dataset.build_dataset`; cached on disk keyed by a hash of the data and the embedder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import threading
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins.safety.dataset import PUBLIC, Example, build_dataset
+
+log = logging.getLogger(__name__)
+HEADS = ("harmful", "jailbreak", "offtopic", "human", "frustration", "self_harm")
+VERSION = "2"
+TRAIN_CHARS = 400
+OWN_WEIGHT = 4.0  # our own examples speak for the customers this bot serves; public sets are mostly one style
+Embed = Callable[[Sequence[str]], Any]
+_LOCK = threading.Lock()
+_LOADED: dict[str, IntentClassifier] = {}
+
+
+def _prep(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()[:4000]
+
+
+def _vectorizers() -> tuple[Any, Any]:
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    words = HashingVectorizer(n_features=2**16, ngram_range=(1, 2), alternate_sign=False, norm="l2",
+                              preprocessor=_prep, token_pattern=r"(?u)\b\w+\b")
+    chars = HashingVectorizer(n_features=2**16, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False,
+                              norm="l2", preprocessor=_prep)
+    return words, chars
+
+
+@dataclass
+class IntentClassifier:
+    """Per-head probabilities for a batch of texts."""
+
+    heads: dict[str, Any]
+    categories: Any
+    data_hash: str
+    embed: Embed | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._words, self._chars = _vectorizers()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("embed", "_words", "_chars", "_recent")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.embed = None
+        self.__post_init__()
+
+    def features(self, texts: Sequence[str], vectors: Any = None) -> Any:
+        """Sparse n-gram features joined with embeddings (computed here unless given)."""
+        from scipy.sparse import csr_matrix, hstack
+
+        parts = [self._words.transform(texts), self._chars.transform(texts)]
+        if self.embed is not None:
+            parts.append(csr_matrix(np.asarray(vectors if vectors is not None else self.embed(texts))))
+        return hstack(parts).tocsr()
+
+    def scores(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
+        """{head: probability} for each text, plus `category` (the likeliest harm category) as a string key.
+
+        Recent results are cached by text: every learned guard of a turn reads the same scores.
+        """
+        cache: dict[str, dict[str, Any]] = self.__dict__.setdefault("_recent", {})
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            for text, row in zip(missing, self._score(missing), strict=True):
+                if len(cache) >= 1024:
+                    cache.pop(next(iter(cache)), None)
+                cache[text] = row
+        return [cache[t] for t in texts]
+
+    def _score(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
+        x = self.features(texts, vectors)
+        probs = {h: model.predict_proba(x)[:, 1] for h, model in self.heads.items()}
+        cats = self.categories.predict(x) if self.categories is not None else ["" for _ in texts]
+        out: list[dict[str, Any]] = []
+        for i in range(len(texts)):
+            row: dict[str, Any] = {h: float(p[i]) for h, p in probs.items()}
+            row["category"] = str(cats[i])
+            out.append(row)
+        return out
+
+
+def data_hash(examples: list[Example], embedder_id: str = "none") -> str:
+    """A stable fingerprint of the training data, embedder and classifier version."""
+    h = hashlib.sha256(f"{VERSION}:{embedder_id}".encode())
+    for ex in sorted(examples, key=lambda e: e.text):
+        h.update(f"{ex.text}\x00{sorted(ex.labels)}\x00{ex.category}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def train(examples: list[Example], embed: Embed | None, key: str, seed: int = 0) -> IntentClassifier:
+    """Fit one balanced logistic head per objective, and a category head on harmful examples."""
+    from sklearn.linear_model import LogisticRegression
+
+    train_set = [e for e in examples if e.split == "train"]
+    model = IntentClassifier({}, None, key, embed)
+    # Long jailbreak prompts show their style in the first few hundred characters; this keeps training quick.
+    x = model.features([e.text[:TRAIN_CHARS] for e in train_set])
+    weights = np.array([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in train_set])
+    for head in HEADS:
+        y = np.array([head in e.labels for e in train_set], dtype=int)
+        if y.sum() < 5:
+            continue
+        clf = LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", random_state=seed)
+        model.heads[head] = clf.fit(x, y, sample_weight=weights)
+    harmful = [i for i, e in enumerate(train_set) if "harmful" in e.labels and e.category]
+    if harmful:
+        from sklearn.multiclass import OneVsRestClassifier
+
+        cats = OneVsRestClassifier(LogisticRegression(C=4.0, solver="liblinear", random_state=seed))
+        model.categories = cats.fit(x[harmful], [train_set[i].category for i in harmful])
+    return model
+
+
+def _cached(embed: Embed, path: Path) -> Embed:
+    """Wrap `embed` with an on-disk cache of text vectors, so retraining after a data edit embeds only new text."""
+    try:
+        store: dict[str, Any] = pickle.loads(path.read_bytes()) if path.is_file() else {}
+    except Exception:
+        store = {}
+
+    def run(texts: Sequence[str]) -> Any:
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        todo = [i for i, k in enumerate(keys) if k not in store]
+        for start in range(0, len(todo), 256):
+            batch = todo[start : start + 256]
+            for i, vec in zip(batch, embed([texts[i] for i in batch]), strict=True):
+                store[keys[i]] = np.asarray(vec, dtype=np.float32)
+        if todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_bytes(pickle.dumps(store))
+            path.with_suffix(".tmp").replace(path)
+        return np.stack([store[k] for k in keys])
+
+    return run
+
+
+def load(safety_data: Path | None, demo_qa: Path | None, cache_dir: Path, embed: Embed | None = None,
+         embedder_id: str = "none") -> IntentClassifier:
+    """The trained classifier for this data and embedder, from the cache or trained now (about a minute) and
+    cached; `embed` is attached to the loaded model."""
+    examples = build_dataset(safety_data, demo_qa)
+    key = data_hash(examples, embedder_id)
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        path = cache_dir / f"intent-{key}.pkl"
+        model: IntentClassifier | None = None
+        if path.is_file():
+            try:
+                model = pickle.loads(path.read_bytes())
+            except Exception:  # a corrupt cache is retrained, never trusted
+                log.warning("retraining: cached classifier %s is unreadable", path)
+        if model is None:
+            log.warning("training the intent classifier on %d examples (once; cached in %s)", len(examples), cache_dir)
+            model = train(examples, _cached(embed, cache_dir / f"vectors-{embedder_id.replace('/', '_')}.pkl")
+                          if embed else None, key)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(model))
+            tmp.replace(path)
+        model.embed = embed
+        _LOADED[key] = model
+        return model

@@ -1,0 +1,80 @@
+"""`bot eval safety [--sweep]`: registered on the `bot` CLI through the `servicebot.cli` entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bot.config import Settings
+from bot.errors import ServicebotError
+
+LEARNED = ("harmful_intent", "jailbreak")
+
+
+def with_thresholds(settings: Settings, threshold: float) -> Settings:
+    """A copy of settings with the learned guards' thresholds set to `threshold`."""
+    specs = [s.model_copy(update={"config": {**s.config, "threshold": threshold}}) if s.name in LEARNED else s
+             for s in settings.guards.input]
+    return settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": specs})})
+
+
+def over_refusal(report: dict[str, Any]) -> float:
+    """Mean over-refusal across the benign sets."""
+    rates = [v["over_refusal"] for v in report["over_refusal"].values()]
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def sweep(settings: Settings, data: Path, split: str, limit: int, grid: list[float], plot: Path) -> dict[str, Any]:
+    """Evaluate each threshold on the grid, plot attack success vs over-refusal with the Pareto front."""
+    from plugins.safety.evaluate import evaluate
+    from plugins.safety.plot import pareto_plot
+
+    current = next((s.config.get("threshold", 0.5) for s in settings.guards.input if s.name in LEARNED), 0.5)
+    points = []
+    for t in sorted({*grid, current}):
+        r = evaluate(with_thresholds(settings, t), data, split, limit)
+        points.append({"threshold": t, "attack_success": r["attack_success_mean"],
+                       "attack_success_worst": r["attack_success_worst_family"], "over_refusal": over_refusal(r),
+                       "current": t == current})
+    pareto_plot(points, plot)
+    return {"split": split, "limit": limit, "points": points, "plot": str(plot)}
+
+
+def register(groups: dict[str, typer.Typer]) -> None:
+    """Add `bot eval safety` to the CLI."""
+
+    @groups["eval"].command("safety")
+    def eval_safety(
+        config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        split: Annotated[str, typer.Option(help="holdout (report) or tune (development).")] = "holdout",
+        limit: Annotated[int | None, typer.Option(help="At most this many prompts per set.")] = None,
+        family: Annotated[list[str] | None, typer.Option(help="Only these attack families.")] = None,
+        do_sweep: Annotated[bool, typer.Option("--sweep", help="Vary thresholds; plot the Pareto front.")] = False,
+        plot: Annotated[Path, typer.Option(help="Where --sweep writes its PNG.")] = Path("artifacts/safety_pareto.png"),
+    ) -> None:
+        """Attack success per family and over-refusal, always together."""
+        from bot.cli import _progress, _settings
+        from plugins.guards.intent import safety_data_dir
+        from plugins.safety.evaluate import evaluate
+
+        try:
+            settings = _settings(config)
+            data = safety_data_dir()
+            if data is None:
+                raise ServicebotError("No safety data found: set SERVICEBOT_SAFETY_DATA to the data/safety folder.")
+            if split not in ("holdout", "tune"):
+                raise ServicebotError("--split must be 'holdout' or 'tune'.")
+            if do_sweep:
+                result = sweep(settings, data, split, limit or 40, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], plot)
+            else:
+                bar, update = _progress("Evaluating")
+                with bar:
+                    result = evaluate(settings, data, split, limit, family, update)
+        except ServicebotError as exc:
+            typer.secho(f"Error: {exc}", err=True, fg="red")
+            raise typer.Exit(2) from None
+        print(json.dumps(result, indent=None if as_json else 2, ensure_ascii=False))
