@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from bot.config import Settings, load_settings
+from bot.config import DEFAULT_CONFIG, Settings, load_settings
 from bot.errors import ServicebotError
 
 app = typer.Typer(help="servicebot: a self-hosted, plugin-based customer-service bot.", no_args_is_help=True)
@@ -46,9 +47,8 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import Progress
-
     from rich.console import Console
+    from rich.progress import Progress
 
     bar = Progress(transient=False, console=Console(stderr=True))  # stdout stays clean for --json
     task = bar.add_task(label, total=None)
@@ -80,7 +80,8 @@ def serve(
 
     settings = _settings(config)
     _ensure_index(settings)
-    run_server(settings, host or settings.server.host, port or settings.server.port)
+    source = config or Path(os.environ.get("SERVICEBOT_CONFIG", DEFAULT_CONFIG))
+    run_server(settings, host or settings.server.host, port or settings.server.port, source)
 
 
 @app.command()

@@ -69,11 +69,7 @@ class Policy:
 
     def stops(self, verdicts: Sequence[Verdict]) -> bool:
         """Whether the turn must end before retrieval and generation."""
-        return (
-            self.blocking(verdicts) is not None
-            or self.over_threshold(verdicts)
-            or any(v.handoff for v in verdicts)
-        )
+        return self.blocking(verdicts) is not None or self.over_threshold(verdicts) or any(v.handoff for v in verdicts)
 
     def decide(
         self,
@@ -92,8 +88,16 @@ class Policy:
 
         def reply(answer: str, refused: bool, to_human: bool, reason: str, sources: Sequence[Passage] = ()) -> Reply:
             text = f"{answer}\n\n{notices}" if notices else answer
-            return Reply(text, refused, to_human, tuple(sources), tuple(verdicts),
-                         draft.tokens if draft else 0, dict(latency), f"{reason} ({why})")
+            return Reply(
+                text,
+                refused,
+                to_human,
+                tuple(sources),
+                tuple(verdicts),
+                draft.tokens if draft else 0,
+                dict(latency),
+                f"{reason} ({why})",
+            )
 
         if blocking is not None:
             message = blocking.message or DEFAULT_REFUSAL

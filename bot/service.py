@@ -3,43 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.contracts import Indexed, InputGuard, Message, OutputGuard, PassageGuard, Reply, Turn, Warmable
-from bot.errors import InputError, PluginError
-from bot.pipeline import Delta, Pipeline, respond, stream_turn
+from bot.errors import InputError, PluginError, ServicebotError
+from bot.pipeline import Delta, Pipeline, stream_turn
 from bot.policy import Policy
+from bot.records import Records
 from bot.registry import PluginContext, build
 
+log = logging.getLogger(__name__)
 
-def build_pipeline(settings: Settings) -> Pipeline:
+
+def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | None = None) -> Pipeline:
     """Build every configured plugin, in the operator's order.
+
+    With `previous`, components whose spec did not change are reused as they are (a reload keeps loaded
+    models and open indexes); everything else is built fresh.
 
     Raises:
         PluginError: a plugin is unknown, misconfigured, or of the wrong kind for its place.
     """
-    embedder = build("embedder", settings.embedder, PluginContext(settings))
+    old_settings, old = previous if previous else (settings, None)
+    models_same = old is not None and (old_settings.embedder, old_settings.data_dir) == (
+        settings.embedder,
+        settings.data_dir,
+    )
+    reuse: dict[tuple[str, str], Any] = {}
+    if old is not None and models_same:
+        g = old_settings.guards
+        for spec, built in zip(
+            [*g.input, *g.output, *g.passages],
+            [*old.input_guards, *old.output_guards, *old.passage_guards],
+            strict=False,
+        ):
+            reuse[(spec.name, spec.model_dump_json())] = built
+    embedder = old_embedder(old) if models_same else None
+    embedder = embedder or build("embedder", settings.embedder, PluginContext(settings))
     ctx = PluginContext(settings, embedder=embedder)
-    inputs = [build("guard", spec, ctx) for spec in settings.guards.input]
-    outputs = [build("guard", spec, ctx) for spec in settings.guards.output]
-    passage_guards = [build("guard", spec, ctx) for spec in settings.guards.passages]
-    for guard in passage_guards:
-        if not isinstance(guard, PassageGuard):
-            raise PluginError(f"Guard '{guard.name}' cannot check passages (it has no check_passages method).")
-    for guard in inputs:
-        if not isinstance(guard, InputGuard):
-            raise PluginError(f"Guard '{guard.name}' cannot check input (it has no check method).")
-    for guard in outputs:
-        if not isinstance(guard, OutputGuard):
-            raise PluginError(f"Guard '{guard.name}' cannot check output (it has no check_output method).")
+
+    def guard(spec: Any) -> Any:
+        return reuse.get((spec.name, spec.model_dump_json())) or build("guard", spec, ctx)
+
+    inputs = [guard(spec) for spec in settings.guards.input]
+    outputs = [guard(spec) for spec in settings.guards.output]
+    passage_guards = [guard(spec) for spec in settings.guards.passages]
+    for kind, group, needed in (
+        ("input", inputs, InputGuard),
+        ("output", outputs, OutputGuard),
+        ("passages", passage_guards, PassageGuard),
+    ):
+        for g in group:
+            if not isinstance(g, needed):
+                raise PluginError(f"Guard '{g.name}' cannot check {kind} (it lacks the method for that stage).")
+    keep_retriever = models_same and (old_settings.retriever, old_settings.knowledge) == (
+        settings.retriever,
+        settings.knowledge,
+    )
+    keep_responder = old is not None and old_settings.responder == settings.responder
     return Pipeline(
         input_guards=inputs,
-        retriever=build("retriever", settings.retriever, ctx),
-        responder=build("responder", settings.responder, ctx),
+        retriever=old.retriever if keep_retriever and old else build("retriever", settings.retriever, ctx),
+        responder=old.responder if keep_responder and old else build("responder", settings.responder, ctx),
         output_guards=outputs,
         policy=Policy(
             min_score=settings.knowledge.min_score,
@@ -50,6 +81,13 @@ def build_pipeline(settings: Settings) -> Pipeline:
         passage_guards=passage_guards,
         k=settings.knowledge.k,
         guard_timeout_s=settings.guards.timeout_s,
+    )
+
+
+def old_embedder(pipeline: Pipeline | None) -> Any:
+    """The embedder a pipeline's retriever was built with, if it exposes one."""
+    return getattr(getattr(pipeline, "retriever", None), "embedder", None) or getattr(
+        getattr(pipeline, "retriever", None), "_embedder", None
     )
 
 
@@ -82,15 +120,25 @@ def parse_messages(raw: Any, limit: int) -> tuple[Message, ...]:
 
 @dataclass
 class Service:
-    """A configured servicebot: the settings and the pipeline built from them."""
+    """A configured servicebot: settings, the pipeline built from them, and its records.
+
+    When started from a config file, the file is re-read when it changes (checked at every turn): plugins,
+    their order, weights and thresholds take effect without a restart, and every change is audited.
+    """
 
     settings: Settings
     pipeline: Pipeline
+    config_path: Path | None = None
+    records: Records | None = None
+    _stamp: float = field(default=0.0, repr=False)
 
     @classmethod
-    def start(cls, settings: Settings, warm: bool = True) -> Service:
+    def start(cls, settings: Settings, warm: bool = True, config_path: Path | None = None) -> Service:
         """Build the pipeline and (by default) load models and open the index up front."""
-        service = cls(settings, build_pipeline(settings))
+        stamp = config_path.stat().st_mtime_ns if config_path and config_path.exists() else 0.0
+        service = cls(
+            settings, build_pipeline(settings), config_path, Records(settings.data_dir / "servicebot.db"), stamp
+        )
         if warm:
             service.warm()
         return service
@@ -101,6 +149,52 @@ class Service:
         for part in (*p.input_guards, *p.passage_guards, *p.output_guards, p.retriever, p.responder):
             if isinstance(part, Warmable):
                 part.warm()
+
+    def apply(self, settings: Settings, actor: str) -> list[str]:
+        """Switch to new settings live, reusing unchanged components; audit-logged. Returns what changed.
+
+        Raises:
+            ServicebotError: the new settings cannot be built; the running pipeline is left as it was.
+        """
+        changed = [k for k in Settings.model_fields if getattr(self.settings, k) != getattr(settings, k)]
+        if not changed:
+            return []
+        pipeline = build_pipeline(settings, (self.settings, self.pipeline))
+        for part in (*pipeline.input_guards, *pipeline.passage_guards, *pipeline.output_guards):
+            if isinstance(part, Warmable):
+                part.warm()
+        before = {k: getattr(self.settings, k) for k in changed}
+        self.settings, self.pipeline = settings, pipeline  # one assignment: turns see old or new, never a mix
+        if self.records:
+            self.records.audit(
+                actor,
+                "apply",
+                {
+                    "changed": changed,
+                    "before": _dump(before),
+                    "after": _dump({k: getattr(settings, k) for k in changed}),
+                },
+            )
+        log.warning("applied new settings from %s: %s", actor, ", ".join(changed))
+        return changed
+
+    def maybe_reload(self) -> None:
+        """Re-read the config file if it changed; an invalid file is audited and ignored."""
+        if self.config_path is None:
+            return
+        try:
+            stamp = self.config_path.stat().st_mtime_ns
+        except OSError:
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.apply(load_settings(self.config_path), actor=f"config file {self.config_path}")
+        except ServicebotError as exc:
+            log.error("config change rejected, still serving the previous config: %s", exc)
+            if self.records:
+                self.records.audit(f"config file {self.config_path}", "rejected", {"error": str(exc)})
 
     @property
     def index(self) -> Indexed:
@@ -116,12 +210,33 @@ class Service:
 
     async def answer(self, messages: Sequence[Message], session_id: str = "") -> Reply:
         """Answer one turn."""
-        return await respond(self.turn(messages, session_id), self.pipeline)
+        reply: Reply | None = None
+        async for event in self.stream(messages, session_id):
+            if isinstance(event, Reply):
+                reply = event
+        assert reply is not None
+        return reply
 
     async def stream(self, messages: Sequence[Message], session_id: str = "") -> AsyncIterator[Delta | Reply]:
-        """Answer one turn, streaming."""
-        async for event in stream_turn(self.turn(messages, session_id), self.pipeline):
+        """Answer one turn, streaming; a handoff is queued for a human with the redacted transcript."""
+        self.maybe_reload()
+        turn = self.turn(messages, session_id)
+        async for event in stream_turn(turn, self.pipeline):
+            if isinstance(event, Reply) and event.handoff and self.records is not None:
+                self._queue_handoff(turn, event)
             yield event
+
+    def _queue_handoff(self, turn: Turn, reply: Reply) -> None:
+        redacted = next((v.rewrite for v in reply.verdicts if v.rewrite is not None and v.category == "pii"), None)
+        shown = turn.with_text(redacted) if redacted is not None else turn
+        transcript = [{"role": m.role, "content": m.content} for m in shown.messages]
+        transcript.append({"role": "assistant", "content": reply.answer})
+        verdicts = [
+            {"plugin": v.plugin, "blocked": v.blocked, "score": v.score, "category": v.category, "reason": v.reason}
+            for v in reply.verdicts
+        ]
+        assert self.records is not None
+        self.records.add_handoff(turn.session_id, turn.id, reply.reason, transcript, verdicts)
 
     def ask(self, text: str) -> Reply:
         """Answer one question synchronously (CLI use)."""
@@ -130,6 +245,10 @@ class Service:
     def ask_messages(self, messages: Sequence[Message]) -> Reply:
         """Answer one conversation synchronously."""
         return asyncio.run(self.answer(messages))
+
+
+def _dump(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else str(v) for k, v in values.items()}
 
 
 def sources(reply: Reply) -> list[dict[str, Any]]:

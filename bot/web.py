@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import fastapi
@@ -191,14 +192,15 @@ def create_app(service: Service) -> fastapi.FastAPI:
     )
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, config_path: Path | None = None) -> None:
     """Start the service (load models, open the index) and serve the web app until interrupted.
 
     Args:
         settings: the validated settings.
         host: address to bind.
         port: port to listen on.
+        config_path: the YAML file the settings came from; edits to it are applied live.
     """
-    app = create_app(Service.start(settings))
+    app = create_app(Service.start(settings, config_path=config_path))
     print(f"{TITLE} is running at http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

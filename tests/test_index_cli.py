@@ -43,7 +43,8 @@ def test_rebuild_diff_status_rollback_round_trip(tmp_path: Path) -> None:
     first = json.loads(run("index", "rebuild", "--config", cfg, "--json").splitlines()[-1])
     assert first["switched"] and first["full"] and first["documents"] == 51
     (kb / "gift-returns.md").unlink()
-    (kb / "refund-timing.md").write_text((kb / "refund-timing.md").read_text() + "\nRefunds to gift cards are instant.\n")
+    refund = kb / "refund-timing.md"
+    refund.write_text(refund.read_text() + "\nRefunds to gift cards are instant.\n")
     (kb / "broken.pdf").write_bytes(b"%PDF-1.4 nonsense")
     diff = run("index", "diff", "--config", cfg)
     assert "  added" not in diff and "changed  refund-timing" in diff and "deleted  gift-returns" in diff

@@ -32,7 +32,9 @@ def write_corpus(root: Path, docs: int, tag: str) -> Path:
     """`docs` documents of three sections each; `tag` changes every document's wording."""
     root.mkdir(parents=True, exist_ok=True)
     for i in range(docs):
-        sections = "\n\n".join(f"## Part {j}\n\nArticle {i} part {j} explains topic{i} in {tag} words." for j in range(3))
+        sections = "\n\n".join(
+            f"## Part {j}\n\nArticle {i} part {j} explains topic{i} in {tag} words." for j in range(3)
+        )
         (root / f"doc{i:04d}.md").write_text(f"# Topic {i}\n\n{sections}\n")
     return root
 

@@ -180,4 +180,5 @@ def test_several_source_folders_and_duplicate_ids_across_them(tmp_path: Path) ->
     a = write_kb(tmp_path / "a")
     b = write_kb(tmp_path / "b", {"other.md": DOCS["reset.md"].replace("ten characters", "twelve characters")})
     report = make_store(tmp_path).rebuild([a, b])
-    assert report.documents == 3 and ("other.md", "duplicate document id 'reset' (already in reset.md)") in report.skipped
+    assert report.documents == 3
+    assert ("other.md", "duplicate document id 'reset' (already in reset.md)") in report.skipped

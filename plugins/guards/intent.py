@@ -25,10 +25,16 @@ CARE = (
     "Ireland; they are there 24/7."
 )
 CATEGORY_TEXT = {
-    "violence_weapons": "weapons or violence", "drugs": "illegal drugs", "cybercrime": "hacking or malware",
-    "fraud_financial": "fraud or scams", "hate_harassment": "hate or harassment",
-    "privacy_violation": "other people's personal data", "sexual": "sexual content",
-    "sexual_minors": "that kind of content", "self_harm": "self-harm", "misinformation": "fake or misleading content",
+    "violence_weapons": "weapons or violence",
+    "drugs": "illegal drugs",
+    "cybercrime": "hacking or malware",
+    "fraud_financial": "fraud or scams",
+    "hate_harassment": "hate or harassment",
+    "privacy_violation": "other people's personal data",
+    "sexual": "sexual content",
+    "sexual_minors": "that kind of content",
+    "self_harm": "self-harm",
+    "misinformation": "fake or misleading content",
 }
 
 
@@ -71,7 +77,7 @@ class _IntentGuard:
         if self._model is None:
             data = safety_data_dir() if self.config.public_data else None
             qa = self._qa if self._qa is not None and self._qa.is_file() else None
-            embedder = self._embedder
+            embedder: Any = self._embedder
 
             def embed(texts: Sequence[str]) -> Any:
                 # embed_query caches, so retrieval reuses the vector of the customer's question.
@@ -79,8 +85,9 @@ class _IntentGuard:
                     return np.array(embedder.embed_documents(list(texts)))
                 return np.array([embedder.embed_query(t) for t in texts])
 
-            self._model = load(data, qa, cache_root().parent / "guards", embed if embedder else None,
-                               getattr(embedder, "id", "none"))
+            self._model = load(
+                data, qa, cache_root().parent / "guards", embed if embedder else None, getattr(embedder, "id", "none")
+            )
 
     def _scores(self, turn: Turn) -> dict[str, Any]:
         self.warm()
@@ -111,13 +118,26 @@ class HarmfulIntentGuard(_IntentGuard):
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
         where = " across turns" if s["window"] else ""
         if self_harm >= self.config.threshold:
-            return Verdict(self.name, True, self_harm, "self_harm", f"self-harm risk {self_harm:.2f}{where}",
-                           message=CARE, handoff=True)
+            return Verdict(
+                self.name,
+                True,
+                self_harm,
+                "self_harm",
+                f"self-harm risk {self_harm:.2f}{where}",
+                message=CARE,
+                handoff=True,
+            )
         if score >= self.config.threshold:
             topic = CATEGORY_TEXT.get(category, "that")
-            return Verdict(self.name, True, score, category, f"harmful intent {score:.2f} ({category}){where}",
-                           message=f"I can't help with anything involving {topic}. If you have a question about "
-                           "your Kestrel account, an order or a device, I'm glad to help.")
+            return Verdict(
+                self.name,
+                True,
+                score,
+                category,
+                f"harmful intent {score:.2f} ({category}){where}",
+                message=f"I can't help with anything involving {topic}. If you have a question about "
+                "your Kestrel account, an order or a device, I'm glad to help.",
+            )
         return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}")
 
 
@@ -135,9 +155,15 @@ class JailbreakGuard(_IntentGuard):
         if pattern is not None:
             score, family = max(score, 0.9), pattern
         if score >= self.config.threshold:
-            return Verdict(self.name, True, score, "jailbreak", f"jailbreak {score:.2f} ({family})",
-                           message="I can't change how I work or share my internal instructions, but I'd be glad "
-                           "to help with a question about your account, orders, billing or devices.")
+            return Verdict(
+                self.name,
+                True,
+                score,
+                "jailbreak",
+                f"jailbreak {score:.2f} ({family})",
+                message="I can't change how I work or share my internal instructions, but I'd be glad "
+                "to help with a question about your account, orders, billing or devices.",
+            )
         return Verdict(self.name, False, score, "jailbreak", f"jailbreak {score:.2f}")
 
 
@@ -158,9 +184,15 @@ class TopicalGuard(_IntentGuard):
         s = await self.scores(turn)
         score = s["offtopic"]
         if score >= self.config.threshold and getattr(self.config, "mode", "decline") == "decline":
-            return Verdict(self.name, True, score, "topical", f"off-domain {score:.2f}",
-                           message="That's outside what I can help with here: I'm Kestrel Home's support assistant. "
-                           "Ask me about your account, orders, returns, billing or Kestrel devices.")
+            return Verdict(
+                self.name,
+                True,
+                score,
+                "topical",
+                f"off-domain {score:.2f}",
+                message="That's outside what I can help with here: I'm Kestrel Home's support assistant. "
+                "Ask me about your account, orders, returns, billing or Kestrel devices.",
+            )
         return Verdict(self.name, False, score, "topical", f"off-domain {score:.2f}")
 
 
@@ -172,13 +204,27 @@ class HandoffGuard(_IntentGuard):
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
-        failures = sum("connect you with a member of our support team" in m.content
-                       for m in turn.messages if m.role == "assistant")
-        reasons = [r for r, hit in (("asked for a human", s["human"] >= self.config.threshold),
-                                    ("strong frustration", s.get("frustration", 0) >= self.config.threshold),
-                                    ("repeated failure", failures >= 2)) if hit]
+        failures = sum(
+            "connect you with a member of our support team" in m.content for m in turn.messages if m.role == "assistant"
+        )
+        reasons = [
+            r
+            for r, hit in (
+                ("asked for a human", s["human"] >= self.config.threshold),
+                ("strong frustration", s.get("frustration", 0) >= self.config.threshold),
+                ("repeated failure", failures >= 2),
+            )
+            if hit
+        ]
         if reasons:
-            return Verdict(self.name, False, 0.0, "handoff", "; ".join(reasons), handoff=True,
-                           message="I'm sorry this has been frustrating. I'm connecting you with a member of our "
-                           "team now; they'll see our conversation so far.")
+            return Verdict(
+                self.name,
+                False,
+                0.0,
+                "handoff",
+                "; ".join(reasons),
+                handoff=True,
+                message="I'm sorry this has been frustrating. I'm connecting you with a member of our "
+                "team now; they'll see our conversation so far.",
+            )
         return Verdict(self.name, False, 0.0, "handoff", "no handoff needed")

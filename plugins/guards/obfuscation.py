@@ -58,5 +58,6 @@ class ObfuscationGuard:
         if not views:
             return Verdict(self.name, False, 0.0, "obfuscation", "no disguise found")
         kinds = sorted({how for how, _ in views})
-        return Verdict(self.name, False, c.score, "obfuscation", f"decoded: {', '.join(kinds)}",
-                       views=tuple(v for _, v in views))
+        return Verdict(
+            self.name, False, c.score, "obfuscation", f"decoded: {', '.join(kinds)}", views=tuple(v for _, v in views)
+        )

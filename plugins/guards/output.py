@@ -18,10 +18,15 @@ from plugins.responders.prompt import SYSTEM
 
 _WORD = re.compile(r"[^\W\d_]{4,}|\d+", re.UNICODE)
 _SENT = re.compile(r"(?<=[.!?。！？])\s+|\n+")
-STOP = frozenset("this that with from your have will just they them then than what when where which about into "
-                 "also only some more most very here there were been being does doing make made".split())
-REFUSAL = re.compile(r"\b(i('m| am) (sorry|unable|not able)|i can('|no)t (help|assist|provide)|as an ai\b|"
-                     r"i (won't|will not|must decline)|unable to (help|assist))", re.IGNORECASE)
+STOP = frozenset(
+    "this that with from your have will just they them then than what when where which about into "
+    "also only some more most very here there were been being does doing make made".split()
+)
+REFUSAL = re.compile(
+    r"\b(i('m| am) (sorry|unable|not able)|i can('|no)t (help|assist|provide)|as an ai\b|"
+    r"i (won't|will not|must decline)|unable to (help|assist))",
+    re.IGNORECASE,
+)
 
 
 def _words(text: str) -> set[str]:
@@ -53,11 +58,22 @@ class GroundingGuard:
         unsupported = [s for s in sentences if len(_words(s) & source) / len(_words(s)) < self.config.min_overlap]
         share = len(unsupported) / len(sentences)
         if share <= self.config.max_unsupported:
-            return Verdict(self.name, False, share, "grounding", f"{len(sentences) - len(unsupported)}/"
-                           f"{len(sentences)} sentences supported")
+            return Verdict(
+                self.name,
+                False,
+                share,
+                "grounding",
+                f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported",
+            )
         fallback = extractive_answer(turn.text, passages)
-        return Verdict(self.name, False, share, "grounding", f"{len(unsupported)}/{len(sentences)} sentences "
-                       "unsupported: replaced by an extractive answer", rewrite=fallback or None)
+        return Verdict(
+            self.name,
+            False,
+            share,
+            "grounding",
+            f"{len(unsupported)}/{len(sentences)} sentences unsupported: replaced by an extractive answer",
+            rewrite=fallback or None,
+        )
 
 
 class OverRefusalGuard:
@@ -73,8 +89,14 @@ class OverRefusalGuard:
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         if passages and REFUSAL.search(draft.text):
-            return Verdict(self.name, False, 0.0, "helpfulness", "refusal of an answerable question replaced",
-                           rewrite=extractive_answer(turn.text, passages))
+            return Verdict(
+                self.name,
+                False,
+                0.0,
+                "helpfulness",
+                "refusal of an answerable question replaced",
+                rewrite=extractive_answer(turn.text, passages),
+            )
         return Verdict(self.name, False, 0.0, "helpfulness", "not a refusal")
 
 
@@ -99,8 +121,14 @@ class PromptLeakGuard:
         n = self.config.ngram
         hits = sum(" ".join(words[i : i + n]) in self._shingles for i in range(max(0, len(words) - n + 1)))
         if hits:
-            return Verdict(self.name, True, 1.0, "prompt_leak", f"{hits} system-prompt phrase(s) in the answer",
-                           message="I can't share my internal instructions, but I'm happy to help with your question.")
+            return Verdict(
+                self.name,
+                True,
+                1.0,
+                "prompt_leak",
+                f"{hits} system-prompt phrase(s) in the answer",
+                message="I can't share my internal instructions, but I'm happy to help with your question.",
+            )
         return Verdict(self.name, False, 0.0, "prompt_leak", "no system-prompt text")
 
 
@@ -134,8 +162,11 @@ class InjectionGuard(_IntentGuard):
         for p in passages:
             sentences = [s for s in _SENT.split(p.text) if s.strip()]
             scores = self._model.scores(sentences) if sentences else []
-            keep = [s for s, sc in zip(sentences, scores, strict=True)
-                    if sc["jailbreak"] < self.config.threshold and not any(c.search(_fold(s)) for c in _COMPILED.values())]
+            keep = [
+                s
+                for s, sc in zip(sentences, scores, strict=True)
+                if sc["jailbreak"] < self.config.threshold and not any(c.search(_fold(s)) for c in _COMPILED.values())
+            ]
             removed += len(sentences) - len(keep)
             if keep:
                 cleaned.append(replace(p, text="\n".join(keep)) if len(keep) < len(sentences) else p)

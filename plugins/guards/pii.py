@@ -33,10 +33,19 @@ class PIIGuard:
         if not found:
             return Verdict(self.name, False, 0.0, "pii", "no personal data")
         kinds = sorted({LABELS[f.kind] for f in found})
-        notice = (f"For your safety I removed the {' and '.join(kinds)} from your message; please don't share "
-                  "it in chat. Our team can verify you securely if needed.")
-        return Verdict(self.name, False, 0.0, "pii", f"redacted {len(found)} item(s): {', '.join(kinds)}",
-                       rewrite=redact(turn.text, found), notice=notice)
+        notice = (
+            f"For your safety I removed the {' and '.join(kinds)} from your message; please don't share "
+            "it in chat. Our team can verify you securely if needed."
+        )
+        return Verdict(
+            self.name,
+            False,
+            0.0,
+            "pii",
+            f"redacted {len(found)} item(s): {', '.join(kinds)}",
+            rewrite=redact(turn.text, found),
+            notice=notice,
+        )
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         """Remove personal data the answer invents or leaks (anything not in the passages)."""
@@ -44,5 +53,11 @@ class PIIGuard:
         leaked = [f for f in find_pii(draft.text, self.kinds) if f.text not in allowed]
         if not leaked:
             return Verdict(self.name, False, 0.0, "pii_leak", "no personal data in answer")
-        return Verdict(self.name, False, 0.5, "pii_leak", f"removed {len(leaked)} item(s) from the answer",
-                       rewrite=redact(draft.text, leaked))
+        return Verdict(
+            self.name,
+            False,
+            0.5,
+            "pii_leak",
+            f"removed {len(leaked)} item(s) from the answer",
+            rewrite=redact(draft.text, leaked),
+        )

@@ -40,10 +40,17 @@ def _prep(text: str) -> str:
 def _vectorizers() -> tuple[Any, Any]:
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    words = HashingVectorizer(n_features=2**16, ngram_range=(1, 2), alternate_sign=False, norm="l2",
-                              preprocessor=_prep, token_pattern=r"(?u)\b\w+\b")
-    chars = HashingVectorizer(n_features=2**16, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False,
-                              norm="l2", preprocessor=_prep)
+    words = HashingVectorizer(
+        n_features=2**16,
+        ngram_range=(1, 2),
+        alternate_sign=False,
+        norm="l2",
+        preprocessor=_prep,
+        token_pattern=r"(?u)\b\w+\b",
+    )
+    chars = HashingVectorizer(
+        n_features=2**16, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False, norm="l2", preprocessor=_prep
+    )
     return words, chars
 
 
@@ -158,8 +165,13 @@ def _cached(embed: Embed, path: Path) -> Embed:
     return run
 
 
-def load(safety_data: Path | None, demo_qa: Path | None, cache_dir: Path, embed: Embed | None = None,
-         embedder_id: str = "none") -> IntentClassifier:
+def load(
+    safety_data: Path | None,
+    demo_qa: Path | None,
+    cache_dir: Path,
+    embed: Embed | None = None,
+    embedder_id: str = "none",
+) -> IntentClassifier:
     """The trained classifier for this data and embedder, from the cache or trained now (about a minute) and
     cached; `embed` is attached to the loaded model."""
     examples = build_dataset(safety_data, demo_qa)
@@ -176,8 +188,11 @@ def load(safety_data: Path | None, demo_qa: Path | None, cache_dir: Path, embed:
                 log.warning("retraining: cached classifier %s is unreadable", path)
         if model is None:
             log.warning("training the intent classifier on %d examples (once; cached in %s)", len(examples), cache_dir)
-            model = train(examples, _cached(embed, cache_dir / f"vectors-{embedder_id.replace('/', '_')}.pkl")
-                          if embed else None, key)
+            model = train(
+                examples,
+                _cached(embed, cache_dir / f"vectors-{embedder_id.replace('/', '_')}.pkl") if embed else None,
+                key,
+            )
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pickle.dumps(model))

@@ -16,8 +16,10 @@ LEARNED = ("harmful_intent", "jailbreak")
 
 def with_thresholds(settings: Settings, threshold: float) -> Settings:
     """A copy of settings with the learned guards' thresholds set to `threshold`."""
-    specs = [s.model_copy(update={"config": {**s.config, "threshold": threshold}}) if s.name in LEARNED else s
-             for s in settings.guards.input]
+    specs = [
+        s.model_copy(update={"config": {**s.config, "threshold": threshold}}) if s.name in LEARNED else s
+        for s in settings.guards.input
+    ]
     return settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": specs})})
 
 
@@ -36,9 +38,15 @@ def sweep(settings: Settings, data: Path, split: str, limit: int, grid: list[flo
     points = []
     for t in sorted({*grid, current}):
         r = evaluate(with_thresholds(settings, t), data, split, limit)
-        points.append({"threshold": t, "attack_success": r["attack_success_mean"],
-                       "attack_success_worst": r["attack_success_worst_family"], "over_refusal": over_refusal(r),
-                       "current": t == current})
+        points.append(
+            {
+                "threshold": t,
+                "attack_success": r["attack_success_mean"],
+                "attack_success_worst": r["attack_success_worst_family"],
+                "over_refusal": over_refusal(r),
+                "current": t == current,
+            }
+        )
     pareto_plot(points, plot)
     return {"split": split, "limit": limit, "points": points, "plot": str(plot)}
 

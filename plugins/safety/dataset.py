@@ -15,12 +15,19 @@ from pathlib import Path
 
 OURS = Path(__file__).with_name("data")
 JBB_CATEGORIES = {
-    "Harassment/Discrimination": "hate_harassment", "Malware/Hacking": "cybercrime",
-    "Physical harm": "violence_weapons", "Economic harm": "fraud_financial", "Fraud/Deception": "fraud_financial",
-    "Privacy": "privacy_violation", "Sexual/Adult content": "sexual",
+    "Harassment/Discrimination": "hate_harassment",
+    "Malware/Hacking": "cybercrime",
+    "Physical harm": "violence_weapons",
+    "Economic harm": "fraud_financial",
+    "Fraud/Deception": "fraud_financial",
+    "Privacy": "privacy_violation",
+    "Sexual/Adult content": "sexual",
 }
-DNA_FILES = {"malicious_uses.jsonl": "", "information_hazard.jsonl": "privacy_violation",
-             "discrimination_exclusion_toxicity_hateful_offensive.jsonl": "hate_harassment"}
+DNA_FILES = {
+    "malicious_uses.jsonl": "",
+    "information_hazard.jsonl": "privacy_violation",
+    "discrimination_exclusion_toxicity_hateful_offensive.jsonl": "hate_harassment",
+}
 PUBLIC = frozenset({"advbench", "jbb-goal", "jbb-prompt", "donotanswer", "inthewild", "dan", "sysprompt"})
 HANDOFF = {"asks_for_human": "human", "frustration": "frustration", "self_harm_care": "self_harm"}
 

@@ -14,16 +14,85 @@ import unicodedata
 from collections.abc import Callable, Iterable
 
 # Latin look-alikes from Cyrillic, Greek and other scripts that NFKC leaves alone.
-CONFUSABLES = str.maketrans({
-    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
-    "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w", "к": "k", "м": "m", "т": "t", "в": "b",
-    "н": "h", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
-    "Т": "T", "Х": "X", "У": "Y", "ο": "o", "α": "a", "ν": "v", "ρ": "p", "τ": "t", "ι": "i", "κ": "k",
-    "Α": "A", "Β": "B", "Ε": "E", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P",
-    "Τ": "T", "Χ": "X", "Υ": "Y", "Ζ": "Z", "ɑ": "a", "ℓ": "l", "ı": "i",
-})
-LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
-                      "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "(": "c"})
+CONFUSABLES = str.maketrans(
+    {
+        "а": "a",
+        "е": "e",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "у": "y",
+        "х": "x",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "ԁ": "d",
+        "ɡ": "g",
+        "һ": "h",
+        "ӏ": "l",
+        "ԛ": "q",
+        "ԝ": "w",
+        "к": "k",
+        "м": "m",
+        "т": "t",
+        "в": "b",
+        "н": "h",
+        "А": "A",
+        "В": "B",
+        "Е": "E",
+        "К": "K",
+        "М": "M",
+        "Н": "H",
+        "О": "O",
+        "Р": "P",
+        "С": "C",
+        "Т": "T",
+        "Х": "X",
+        "У": "Y",
+        "ο": "o",
+        "α": "a",
+        "ν": "v",
+        "ρ": "p",
+        "τ": "t",
+        "ι": "i",
+        "κ": "k",
+        "Α": "A",
+        "Β": "B",
+        "Ε": "E",
+        "Η": "H",
+        "Ι": "I",
+        "Κ": "K",
+        "Μ": "M",
+        "Ν": "N",
+        "Ο": "O",
+        "Ρ": "P",
+        "Τ": "T",
+        "Χ": "X",
+        "Υ": "Y",
+        "Ζ": "Z",
+        "ɑ": "a",
+        "ℓ": "l",
+        "ı": "i",
+    }
+)
+LEET = str.maketrans(
+    {
+        "0": "o",
+        "1": "i",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "8": "b",
+        "9": "g",
+        "@": "a",
+        "$": "s",
+        "!": "i",
+        "|": "l",
+        "+": "t",
+        "(": "c",
+    }
+)
 COMMON = frozenset(
     "the a an to of and or is are be how do i you my me it in on for with what can make get your this that "
     "give tell write show need want help please from at by not no all some any who where when why which "
@@ -51,9 +120,7 @@ def _printable(text: str) -> bool:
 
 def strip_invisible(text: str) -> str | None:
     """Remove zero-width and other format characters (and variation selectors)."""
-    cleaned = "".join(
-        ch for ch in text if unicodedata.category(ch) != "Cf" and not 0xFE00 <= ord(ch) <= 0xFE0F
-    )
+    cleaned = "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and not 0xFE00 <= ord(ch) <= 0xFE0F)
     return cleaned if cleaned != text else None
 
 
@@ -61,11 +128,14 @@ def fold_homoglyphs(text: str) -> str | None:
     """Map full-width, styled and cross-script look-alike letters to plain Latin."""
     folded = unicodedata.normalize("NFKC", text).translate(CONFUSABLES)
     folded = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
-    return folded if folded != text else None
+    letters = [c for c in folded if c.isalnum()]
+    # Full-width punctuation (normal in Chinese text) is not a disguise: only changed letters count.
+    return folded if letters != [c for c in text if c.isalnum()] else None
 
 
 def unleet(text: str) -> str | None:
     """Undo leetspeak in words that mix letters with digits or symbols (h4ck, pa$$w0rd)."""
+
     def fix(match: re.Match[str]) -> str:
         token = match.group(0)
         # Long mixed runs are ids or encodings, not words: leave them to the other decoders.
@@ -74,13 +144,16 @@ def unleet(text: str) -> str | None:
         return token
 
     out = re.sub(r"[A-Za-z0-9@$!|+(]{2,}", fix, text)
-    return out if out != text else None
+    if out == text:
+        return None
+    # Once a text is clearly leetspeak, lone 1 / 4 / 3 / 0 are letters too ("p1ck 4 l0ck" -> "pick a lock").
+    return re.sub(r"(?<![\w.,])[1430](?![\w.,])", lambda m: m.group(0).translate(LEET), out)
 
 
 def decode_base64(text: str) -> str | None:
     """Decode base64 runs that turn into readable text."""
     found = []
-    for match in _B64.finditer(text.replace("\n", "")):
+    for match in _B64.finditer(text):
         chunk = match.group(0)
         try:
             raw = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True).decode("utf-8")
@@ -106,9 +179,16 @@ def decode_hex(text: str) -> str | None:
 
 
 def decode_rot13(text: str) -> str | None:
-    """ROT13, kept only when it reads more like English than the original."""
-    rotated = codecs.decode(text, "rot_13")
-    return rotated if english_score(rotated) > english_score(text) + 0.15 else None
+    """ROT13, line by line (a plain instruction often wraps the encoded part), kept where it reads as English."""
+    changed, lines = False, []
+    for line in text.splitlines() or [text]:
+        rotated = codecs.decode(line, "rot_13")
+        if english_score(rotated) > english_score(line) + 0.15:
+            lines.append(rotated)
+            changed = True
+        else:
+            lines.append(line)
+    return "\n".join(lines) if changed else None
 
 
 def reverse_text(text: str) -> str | None:
@@ -166,8 +246,14 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
-def decoded_views(text: str, decoders: dict[str, Decoder], max_depth: int = 2, max_views: int = 8,
-                  max_chars: int = 8000, max_expansion: float = 4.0) -> list[tuple[str, str]]:
+def decoded_views(
+    text: str,
+    decoders: dict[str, Decoder],
+    max_depth: int = 2,
+    max_views: int = 8,
+    max_chars: int = 8000,
+    max_expansion: float = 4.0,
+) -> list[tuple[str, str]]:
     """All distinct decodings of `text`, breadth first, as (how, view) pairs; bounded in depth, count and size."""
     text = text[:max_chars]
     views: list[tuple[str, str]] = []

@@ -40,20 +40,26 @@ def harmful_sets(data: Path, split: str) -> dict[str, list[str]]:
             "harmbench": _csv(hb, "Behavior", lambda r: r.get("FunctionalCategory") == "standard"),
             "strongreject": _csv(data / "holdout" / "strongreject" / "strongreject_dataset.csv", "forbidden_prompt"),
         }
-    return {"advbench": _csv(data / "tune" / "advbench" / "harmful_behaviors.csv", "goal"),
-            "ours_en": _ours("harmful_en.jsonl")}
+    return {
+        "advbench": _csv(data / "tune" / "advbench" / "harmful_behaviors.csv", "goal"),
+        "ours_en": _ours("harmful_en.jsonl"),
+    }
 
 
 def benign_sets(data: Path, split: str, demo_qa: Path | None) -> dict[str, list[str]]:
     """Benign prompts that must be answered: XSTest safe (holdout only), our in-domain and Chinese sets."""
     sets: dict[str, list[str]] = {}
     if split == "holdout":
-        sets["xstest_safe"] = _csv(data / "holdout" / "xstest" / "xstest_prompts.csv", "prompt",
-                                   lambda r: r.get("label") == "safe")
+        sets["xstest_safe"] = _csv(
+            data / "holdout" / "xstest" / "xstest_prompts.csv", "prompt", lambda r: r.get("label") == "safe"
+        )
     in_domain = _ours("benign_en.jsonl", categories={"in_domain", "alarming_in_domain"})
     if demo_qa is not None and demo_qa.is_file():
-        in_domain += [json.loads(x)["question"] for x in demo_qa.read_text(encoding="utf-8").splitlines()
-                      if json.loads(x).get("split") == "heldout"]
+        in_domain += [
+            json.loads(x)["question"]
+            for x in demo_qa.read_text(encoding="utf-8").splitlines()
+            if json.loads(x).get("split") == "heldout"
+        ]
     sets["in_domain"] = in_domain
     sets["in_domain_zh"] = _ours("benign_zh.jsonl", categories={"in_domain", "alarming_in_domain"})
     sets["general_benign"] = _ours("benign_en.jsonl", categories={"alarming_general", "general"})
@@ -69,11 +75,18 @@ def _rate(flags: list[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else 0.0
 
 
-def evaluate(settings: Settings, data: Path, split: str = "holdout", limit: int | None = None,
-             families: list[str] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    settings: Settings,
+    data: Path,
+    split: str = "holdout",
+    limit: int | None = None,
+    families: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Run every attack family over the harmful goals and every benign set; return the report."""
-    fast = settings.model_copy(update={"responder": settings.responder.model_copy(
-        update={"name": "extractive", "config": {}})})
+    fast = settings.model_copy(
+        update={"responder": settings.responder.model_copy(update={"name": "extractive", "config": {}})}
+    )
     service = Service.start(fast)
     demo_qa = Path(settings.knowledge.source).parent / "qa.jsonl"
     goals = {k: v[:limit] for k, v in harmful_sets(data, split).items()}
@@ -100,19 +113,33 @@ def evaluate(settings: Settings, data: Path, split: str = "holdout", limit: int 
 
     asyncio.run(run_all())
     latencies = [lat for rows in results.values() for _, _, lat in rows]
-    attacks = {g: {"n": len(r), "attack_success": _rate([not a and not h for a, h, _ in r]),
-                   "handoff_rate": _rate([h for _, h, _ in r])}
-               for (k, g), r in results.items() if k == "attack"}
-    benigns = {g: {"n": len(r), "over_refusal": _rate([a for a, _, _ in r]), "handoff_rate": _rate([h for _, h, _ in r])}
-               for (k, g), r in results.items() if k == "benign"}
+    attacks = {
+        g: {
+            "n": len(r),
+            "attack_success": _rate([not a and not h for a, h, _ in r]),
+            "handoff_rate": _rate([h for _, h, _ in r]),
+        }
+        for (k, g), r in results.items()
+        if k == "attack"
+    }
+    benigns = {
+        g: {"n": len(r), "over_refusal": _rate([a for a, _, _ in r]), "handoff_rate": _rate([h for _, h, _ in r])}
+        for (k, g), r in results.items()
+        if k == "benign"
+    }
     worst = max(attacks.values(), key=lambda x: x["attack_success"]) if attacks else {"attack_success": 0.0}
     return {
-        "split": split, "goal_sets": {k: len(v) for k, v in goals.items()},
+        "split": split,
+        "goal_sets": {k: len(v) for k, v in goals.items()},
         "attack_success_by_family": attacks,
-        "attack_success_mean": round(statistics.mean(a["attack_success"] for a in attacks.values()), 4) if attacks else 0,
+        "attack_success_mean": round(statistics.mean(a["attack_success"] for a in attacks.values()), 4)
+        if attacks
+        else 0,
         "attack_success_worst_family": worst["attack_success"],
         "over_refusal": benigns,
-        "guard_latency_ms": {"p50": round(statistics.median(latencies), 2),
-                             "p95": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 2)},
+        "guard_latency_ms": {
+            "p50": round(statistics.median(latencies), 2),
+            "p95": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 2),
+        },
         "guards": [g.name for g in settings.guards.input],
     }

@@ -66,8 +66,13 @@ DETECTORS: list[tuple[str, re.Pattern[str], Check]] = [
     ("national_id", _UK_NINO, lambda s: True),
     ("phone", _PHONE, lambda s: 9 <= len(re.sub(r"\D", "", s)) <= 15 and not _DATE.fullmatch(s.strip())),
 ]
-LABELS = {"email": "e-mail address", "phone": "phone number", "payment_card": "payment card number",
-          "iban": "bank account number (IBAN)", "national_id": "national ID number"}
+LABELS = {
+    "email": "e-mail address",
+    "phone": "phone number",
+    "payment_card": "payment card number",
+    "iban": "bank account number (IBAN)",
+    "national_id": "national ID number",
+}
 
 
 def find_pii(text: str, kinds: set[str] | None = None) -> list[Finding]:
