@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from plugins.safety.dataset import PUBLIC, Example, build_dataset
+from plugins.safety.gloss import with_gloss
 
 log = logging.getLogger(__name__)
 HEADS = ("harmful", "jailbreak", "offtopic", "human", "frustration", "self_harm")
-VERSION = "2"
+VERSION = "3"
 TRAIN_CHARS = 400
 OWN_WEIGHT = 4.0  # our own examples speak for the customers this bot serves; public sets are mostly one style
 Embed = Callable[[Sequence[str]], Any]
@@ -79,9 +80,10 @@ class IntentClassifier:
         """Sparse n-gram features joined with embeddings (computed here unless given)."""
         from scipy.sparse import csr_matrix, hstack
 
-        parts = [self._words.transform(texts), self._chars.transform(texts)]
+        glossed = [with_gloss(t) for t in texts]
+        parts = [self._words.transform(glossed), self._chars.transform(texts)]
         if self.embed is not None:
-            parts.append(csr_matrix(np.asarray(vectors if vectors is not None else self.embed(texts))))
+            parts.append(csr_matrix(np.asarray(vectors if vectors is not None else self.embed(glossed))))
         return hstack(parts).tocsr()
 
     def scores(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
