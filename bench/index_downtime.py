@@ -62,8 +62,9 @@ def main() -> None:
         bot = Path(sys.executable).with_name("bot")
         for _ in range(args.rebuilds):
             t = time.perf_counter()
-            done = subprocess.run([str(bot), "index", "rebuild", "--full", "--config", str(cfg)], cwd=ROOT,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [str(bot), "index", "rebuild", "--full", "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True
+            )
             print(f"rebuild exit {done.returncode} in {time.perf_counter() - t:.1f}s: {done.stdout.strip()[-160:]}")
         time.sleep(2)
         stop.set()

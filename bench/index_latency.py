@@ -34,8 +34,10 @@ def main() -> None:
         docs = write_corpus(args.dir / "kb", args.chunks)
         t = time.perf_counter()
         report = retriever.rebuild(args.dir / "kb", full=True)
-        print(f"built {report.chunks} chunks from {docs} documents in {time.perf_counter() - t:.0f}s "
-              f"(synthetic vectors; timings {dict(report.timings)})")
+        print(
+            f"built {report.chunks} chunks from {docs} documents in {time.perf_counter() - t:.0f}s "
+            f"(synthetic vectors; timings {dict(report.timings)})"
+        )
     retriever.warm()
     qs = questions()
     print(f"index: {retriever.status()['chunks']} chunks; {len(qs)} distinct questions x {args.rounds} rounds")

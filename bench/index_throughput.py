@@ -38,8 +38,10 @@ def full_build(real: SentenceTransformerEmbedder, chunks: int, repeats: int) -> 
             t = time.perf_counter()
             report = store.rebuild([kb], full=True)
             rates.append(report.chunks / (time.perf_counter() - t))
-        print(f"full build, real MiniLM, {len(texts)} chunks: median {statistics.median(rates):.0f} chunks/s "
-              f"(model alone on the same texts: {statistics.median(model_rates):.0f} chunks/s; {repeats} runs)")
+        print(
+            f"full build, real MiniLM, {len(texts)} chunks: median {statistics.median(rates):.0f} chunks/s "
+            f"(model alone on the same texts: {statistics.median(model_rates):.0f} chunks/s; {repeats} runs)"
+        )
         print(f"  last build timings: {dict(report.timings)}")
 
 
@@ -52,8 +54,10 @@ def one_change(real: SentenceTransformerEmbedder, chunks: int, repeats: int) -> 
         t = time.perf_counter()
         built = store.rebuild([kb])
         took = time.perf_counter() - t
-        print(f"pipeline without the model (synthetic vectors), {built.chunks} chunks: {built.chunks / took:.0f} "
-              f"chunks/s; timings {dict(built.timings)}")
+        print(
+            f"pipeline without the model (synthetic vectors), {built.chunks} chunks: {built.chunks / took:.0f} "
+            f"chunks/s; timings {dict(built.timings)}"
+        )
         embedder.synthetic = False  # the changed document is embedded for real
         changed, noop = [], []
         for r in range(repeats):
@@ -66,9 +70,11 @@ def one_change(real: SentenceTransformerEmbedder, chunks: int, repeats: int) -> 
             report = store.rebuild([kb])
             changed.append(time.perf_counter() - t)
             assert report.changed and report.switched
-        print(f"one changed document in a {built.chunks}-chunk index: median {statistics.median(changed):.2f}s "
-              f"(max {max(changed):.2f}s; {report.embedded} chunks embedded; timings {dict(report.timings)}); "
-              f"baseline rebuild with nothing changed: median {statistics.median(noop):.2f}s")
+        print(
+            f"one changed document in a {built.chunks}-chunk index: median {statistics.median(changed):.2f}s "
+            f"(max {max(changed):.2f}s; {report.embedded} chunks embedded; timings {dict(report.timings)}); "
+            f"baseline rebuild with nothing changed: median {statistics.median(noop):.2f}s"
+        )
 
 
 def main() -> None:

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
-from plugins.guards.override import PATTERNS, _COMPILED, _fold
+from plugins.guards.override import _COMPILED, PATTERNS, _fold
 from plugins.responders.model_cache import cache_root
 from plugins.safety.classifier import IntentClassifier, load
 

@@ -66,9 +66,11 @@ def benign_sets(data: Path, split: str, demo_qa: Path | None) -> dict[str, list[
     return sets
 
 
-async def _run(service: Service, convo: list[dict[str, str]]) -> tuple[bool, bool, float]:
+async def _run(service: Service, convo: list[dict[str, str]]) -> tuple[bool, bool, float, bool]:
+    """(refused, handed off, guard latency, declined only as off-topic) for one conversation."""
     reply = await service.answer([Message(m["role"], m["content"]) for m in convo])  # type: ignore[arg-type]
-    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0)
+    offtopic = reply.refused and reply.reason.startswith("blocked by topical")
+    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0), offtopic
 
 
 def _rate(flags: list[bool]) -> float:
@@ -103,7 +105,7 @@ def evaluate(
     for name, items in benign.items():
         jobs += [("benign", name, [{"role": "user", "content": t}]) for t in items]
 
-    results: dict[tuple[str, str], list[tuple[bool, bool, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[bool, bool, float, bool]]] = {}
 
     async def run_all() -> None:
         for i, (kind, group, convo) in enumerate(jobs):
