@@ -257,8 +257,9 @@ def sources(reply: Reply) -> list[dict[str, Any]]:
     for p in reply.sources:
         key = p.doc_id or p.id
         if key not in seen:
-            seen[key] = {"id": key, "title": p.title, "score": p.score, "section": p.section, "source": p.source}
-    return [{"id": s["id"], "title": s["title"], "score": s["score"]} for s in seen.values()]
+            seen[key] = {"id": key, "title": p.title, "score": p.score, "section": p.section, "source": p.source,
+                         "url": getattr(p, "url", "") or ""}
+    return list(seen.values())
 
 
 def reply_json(reply: Reply, request_id: Any = None) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def reply_json(reply: Reply, request_id: Any = None) -> dict[str, Any]:
         "answer": reply.answer,
         "refused": reply.refused,
         "handoff": reply.handoff,
-        "sources": sources(reply),
+        "sources": [{"id": s["id"], "title": s["title"], "score": s["score"]} for s in sources(reply)],
         "verdicts": [
             {"plugin": v.plugin, "blocked": v.blocked, "score": v.score, "reason": v.reason} for v in reply.verdicts
         ],

@@ -66,8 +66,17 @@ def render_reply(reply: Reply) -> str:
     listed = sources(reply)
     if not listed:
         return reply.answer
-    lines = [f"- {escape_markdown(s['title'] or s['id'])} ({escape_markdown(s['id'])})" for s in listed]
-    return reply.answer + SOURCES_MARK + "\n".join(lines)
+    return reply.answer + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    """One citation: a link when the document has a web address, else title, section and article id."""
+    title = escape_markdown(source["title"] or source["id"])
+    section = f" — {escape_markdown(source['section'])}" if source.get("section") else ""
+    url = str(source.get("url") or "")
+    if re.match(r"https?://[^\s()<>]+$", url):
+        return f"- [{title}]({url}){section} ({escape_markdown(source['id'])})"
+    return f"- {title}{section} ({escape_markdown(source['id'])})"
 
 
 def _text(content: Any) -> str:

@@ -49,7 +49,7 @@ def test_healthz_reports_ok_and_the_serving_index_version(web_url: str, web_serv
     response = httpx.get(f"{web_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "index": web_service.index.status()["version"]}
-    assert response.json()["index"].startswith("kb-")
+    assert response.json()["index"].startswith("kb.v")
 
 
 def test_chat_page_is_served_at_the_root(web_url: str) -> None:
