@@ -31,7 +31,7 @@ def test_leetspeak_and_reversed_text_decode() -> None:
 
 
 def test_hex_decodes() -> None:
-    views = decoded_views("please run " + "how to pick a lock".encode().hex(), DECODERS)
+    views = decoded_views("please run " + b"how to pick a lock".hex(), DECODERS)
     assert ("hex", "how to pick a lock") in views
 
 
