@@ -29,6 +29,7 @@ HEADS = ("harmful", "jailbreak", "offtopic", "human", "frustration", "self_harm"
 VERSION = "3"
 TRAIN_CHARS = 400
 OWN_WEIGHT = 4.0  # our own examples speak for the customers this bot serves; public sets are mostly one style
+REG_C = 4.0  # inverse regularisation strength of the heads
 Embed = Callable[[Sequence[str]], Any]
 _LOCK = threading.Lock()
 _LOADED: dict[str, IntentClassifier] = {}
@@ -92,13 +93,18 @@ class IntentClassifier:
         Recent results are cached by text: every learned guard of a turn reads the same scores.
         """
         cache: dict[str, dict[str, Any]] = self.__dict__.setdefault("_recent", {})
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        found = {t: row for t in dict.fromkeys(texts) if (row := cache.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, row in zip(missing, self._score(missing), strict=True):
-                if len(cache) >= 1024:
-                    cache.pop(next(iter(cache)), None)
+                found[text] = row
+                if len(cache) >= 1024:  # other threads use the cache too: read results from `found`, not it
+                    try:
+                        cache.pop(next(iter(cache), ""), None)
+                    except RuntimeError:  # resized by another thread mid-iteration; trimming can wait
+                        pass
                 cache[text] = row
-        return [cache[t] for t in texts]
+        return [found[t] for t in texts]
 
     def _score(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
         x = self.features(texts, vectors)
@@ -133,7 +139,7 @@ def train(examples: list[Example], embed: Embed | None, key: str, seed: int = 0)
         y = np.array([head in e.labels for e in train_set], dtype=int)
         if y.sum() < 5:
             continue
-        clf = LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", random_state=seed)
+        clf = LogisticRegression(C=REG_C, class_weight="balanced", solver="liblinear", random_state=seed)
         model.heads[head] = clf.fit(x, y, sample_weight=weights)
     harmful = [i for i, e in enumerate(train_set) if "harmful" in e.labels and e.category]
     if harmful:
