@@ -15,6 +15,7 @@ from bot.contracts import Turn, Verdict
 from plugins.guards.override import _COMPILED, PATTERNS, _fold
 from plugins.responders.model_cache import cache_root
 from plugins.safety.classifier import IntentClassifier, load
+from plugins.safety.severe import severe_match
 
 ROOT = Path(__file__).resolve().parents[2]
 CARE = (
@@ -114,6 +115,9 @@ class HarmfulIntentGuard(_IntentGuard):
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
         score, category = s["harmful"], s["category"] or "harmful"
+        severe = severe_match(turn.text)
+        if severe is not None:
+            score, category = max(score, 0.95), severe[0]
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
         where = " across turns" if s["window"] else ""
         if self_harm >= self.config.threshold:
