@@ -64,6 +64,8 @@ def main() -> None:
     print(f"questions: {len(questions)} (answered by the LLM: {len(answered)})")
     print(row("retrieval (embed + search)", [r.latency_ms["retrieval"] for r in replies], "ms"))
     print(row("input guards", [r.latency_ms["guards_in"] for r in replies], "ms"))
+    print(row("passage guards", [r.latency_ms.get("guards_passages", 0.0) for r in replies], "ms"))
+    print(row("output guards", [r.latency_ms.get("guards_out", 0.0) for r in replies], "ms"))
     print(row("time to first token", [r.latency_ms["first_token"] for r in answered], "ms"))
     print(row("decode speed", decode, "tok/s"))
     print(row("tokens per answer", [float(r.tokens) for r in answered], "tok"))

@@ -74,7 +74,8 @@ def main() -> None:
         return a, b
 
     full_ms, base_ms = asyncio.run(run())
-    for name, values in (("full suite (8 input guards)", full_ms), ("baseline (2 pattern guards)", base_ms)):
+    label = f"full suite ({len(full.input_guards)} input guards)"
+    for name, values in ((label, full_ms), ("baseline (2 pattern guards)", base_ms)):
         values.sort()
         print(
             f"{name:<30} turns {len(values)}  p50 {statistics.median(values):6.2f} ms  "

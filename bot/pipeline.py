@@ -113,13 +113,15 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
 
     t = time.perf_counter()
     passages = await p.retriever.search(turn.text, k=p.k)
+    latency["retrieval"] = _ms(t)
+    t = time.perf_counter()
     for pguard in p.passage_guards:  # indirect prompt injection is removed before the model reads it
         try:
             passages, verdict = await asyncio.wait_for(pguard.check_passages(turn, passages), p.guard_timeout_s)
         except Exception as exc:
             passages, verdict = [], _failed(pguard.name, exc)
         verdicts.append(verdict)
-    latency["retrieval"] = _ms(t)
+    latency["guards_passages"] = _ms(t)
 
     usable = p.policy.usable(passages)
     t = time.perf_counter()

@@ -60,6 +60,9 @@ class OnnxEncoder:
             _export(model_dir, graph)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        # Idle ONNX threads must sleep, not spin: on a small CPU they would steal cycles from generation and
+        # retrieval running right after an embedding (the same reason bot/__init__.py sets OMP_WAIT_POLICY).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self._tok = AutoTokenizer.from_pretrained(model_dir)
         self._inputs = {i.name for i in self._session.get_inputs()}

@@ -159,17 +159,19 @@ class InjectionGuard(_IntentGuard):
         self.warm()
         assert self._model is not None
         cleaned, removed = [], 0
-        for p in passages:
+        # One score per passage (cached by text, and knowledge passages repeat); only a suspicious passage is
+        # examined sentence by sentence, so a clean knowledge base costs one lookup per passage.
+        whole = self._model.scores([p.text for p in passages]) if passages else []
+        for p, score in zip(passages, whole, strict=True):
             sentences = [s for s in _SENT.split(p.text) if s.strip()]
-            scores = self._model.scores(sentences) if sentences else []
-            keep = [
-                s
-                for s, sc in zip(sentences, scores, strict=True)
-                if sc["jailbreak"] < self.config.threshold and not any(c.search(_fold(s)) for c in _COMPILED.values())
-            ]
+            flagged = {s for s in sentences if any(c.search(_fold(s)) for c in _COMPILED.values())}
+            if score["jailbreak"] >= self.config.threshold / 2:
+                flagged |= {s for s, sc in zip(sentences, self._model.scores(sentences), strict=True)
+                            if sc["jailbreak"] >= self.config.threshold}
+            keep = [s for s in sentences if s not in flagged]
             removed += len(sentences) - len(keep)
             if keep:
-                cleaned.append(replace(p, text="\n".join(keep)) if len(keep) < len(sentences) else p)
+                cleaned.append(replace(p, text="\n".join(keep)) if flagged else p)
         if removed:
             return cleaned, Verdict(self.name, False, 0.3, "injection", f"removed {removed} injected sentence(s)")
         return cleaned, Verdict(self.name, False, 0.0, "injection", "no injection in passages")
