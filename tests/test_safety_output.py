@@ -58,3 +58,17 @@ async def test_injected_instructions_in_a_passage_are_cut_out(tmp_path: Path) ->
     kept, verdict = await guard.check_passages(TURN, [poisoned, PASSAGES[0]])
     assert "Ignore all previous" not in kept[0].text and "3 to 5 business days" in kept[0].text
     assert kept[1] == PASSAGES[0] and "removed 1" in verdict.reason
+
+
+async def test_an_echo_of_the_question_is_replaced_by_a_cited_extract() -> None:
+    draft = Draft("How long do refunds take to reach my card?")
+    verdict = await GroundingGuard(GroundingGuard.Config()).check_output(TURN, draft, PASSAGES)
+    assert verdict.rewrite is not None and "business days" in verdict.rewrite
+
+
+async def test_an_invented_figure_makes_a_sentence_unsupported() -> None:
+    guard = GroundingGuard(GroundingGuard.Config())
+    wrong = await guard.check_output(TURN, Draft("Card refunds take 2–3 business days after approval."), PASSAGES)
+    right_draft = Draft("Card refunds take 3 to 5 business days after approval [1].")
+    right = await guard.check_output(TURN, right_draft, PASSAGES)
+    assert wrong.rewrite is not None and right.rewrite is None

@@ -17,6 +17,7 @@ from plugins.responders.extractive import extractive_answer
 from plugins.responders.prompt import SYSTEM
 
 _WORD = re.compile(r"[^\W\d_]{4,}|\d+", re.UNICODE)
+_NUMBER = re.compile(r"(?<![\w\[])\d+(?:[.,:–-]\d+)*(?![\w\]])")
 _SENT = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 STOP = frozenset(
     "this that with from your have will just they them then than what when where which about into "
@@ -55,7 +56,20 @@ class GroundingGuard:
         sentences = [s for s in _SENT.split(draft.text) if _words(s)]
         if not sentences:
             return Verdict(self.name, False, 0.0, "grounding", "nothing to check")
-        unsupported = [s for s in sentences if len(_words(s) & source) / len(_words(s)) < self.config.min_overlap]
+        answer_words, question_words = _words(draft.text), _words(turn.text)
+        if passages and len(answer_words - question_words) < max(2, len(answer_words) // 3):
+            # Mostly the customer's own words: an echo of the question is not an answer.
+            return Verdict(self.name, False, 1.0, "grounding", "the draft only restates the question: replaced "
+                           "by an extractive answer", rewrite=extractive_answer(turn.text, passages) or None)
+        passage_text = " ".join(p.text for p in passages)
+
+        def supported(sentence: str) -> bool:
+            # Figures are where small models invent most (days, fees, percentages): each must be in a passage.
+            if any(n not in passage_text for n in _NUMBER.findall(sentence)):
+                return False
+            return len(_words(sentence) & source) / len(_words(sentence)) >= self.config.min_overlap
+
+        unsupported = [s for s in sentences if not supported(s)]
         share = len(unsupported) / len(sentences)
         if share <= self.config.max_unsupported:
             return Verdict(
