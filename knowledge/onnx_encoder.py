@@ -71,12 +71,19 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embeddings for `texts`, one row each."""
         rows = []
-        for i in range(0, len(texts), batch_size):
-            enc = self._tok(list(texts[i : i + batch_size]), return_tensors="np", padding=True, truncation=True,
+        # Batches of similar length waste little work on padding; results are put back in input order below.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
+        for i in range(0, len(ordered), batch_size):
+            enc = self._tok(ordered[i : i + batch_size], return_tensors="np", padding=True, truncation=True,
                             max_length=self._max)
             feed = {k: enc[k].astype(np.int64) for k in self._inputs}
             hidden = self._session.run(None, feed)[0]
             mask = enc["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
             rows.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.empty_like(np.concatenate(rows))
+        out[order] = np.concatenate(rows)
+        return out
