@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.contracts import (
     Draft,
@@ -43,6 +44,7 @@ class Pipeline:
     k: int = 3
     guard_timeout_s: float = 2.0
     passage_guards: Sequence[PassageGuard] = ()
+    embedder: Any = None  # kept so a live reload can reuse it (and the index built with it)
 
 
 def _failed(name: str, exc: BaseException) -> Verdict:

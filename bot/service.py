@@ -44,7 +44,7 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
             strict=False,
         ):
             reuse[(spec.name, spec.model_dump_json())] = built
-    embedder = old_embedder(old) if models_same else None
+    embedder = old.embedder if old is not None and models_same else None
     embedder = embedder or build("embedder", settings.embedder, PluginContext(settings))
     ctx = PluginContext(settings, embedder=embedder)
 
@@ -81,13 +81,7 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
         passage_guards=passage_guards,
         k=settings.knowledge.k,
         guard_timeout_s=settings.guards.timeout_s,
-    )
-
-
-def old_embedder(pipeline: Pipeline | None) -> Any:
-    """The embedder a pipeline's retriever was built with, if it exposes one."""
-    return getattr(getattr(pipeline, "retriever", None), "embedder", None) or getattr(
-        getattr(pipeline, "retriever", None), "_embedder", None
+        embedder=embedder,
     )
 
 
@@ -257,8 +251,14 @@ def sources(reply: Reply) -> list[dict[str, Any]]:
     for p in reply.sources:
         key = p.doc_id or p.id
         if key not in seen:
-            seen[key] = {"id": key, "title": p.title, "score": p.score, "section": p.section, "source": p.source,
-                         "url": getattr(p, "url", "") or ""}
+            seen[key] = {
+                "id": key,
+                "title": p.title,
+                "score": p.score,
+                "section": p.section,
+                "source": p.source,
+                "url": getattr(p, "url", "") or "",
+            }
     return list(seen.values())
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
-from plugins.guards.override import _COMPILED, PATTERNS, _fold
+from bot.policy import NO_KNOWLEDGE
+from plugins.guards.override import override_family
 from plugins.responders.model_cache import cache_root
 from plugins.safety.classifier import IntentClassifier, load
 from plugins.safety.severe import severe_match
@@ -154,7 +155,7 @@ class JailbreakGuard(_IntentGuard):
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
         score, family = s["jailbreak"], "learned"
-        pattern = next((f for f in PATTERNS if _COMPILED[f].search(_fold(turn.text))), None)
+        pattern = override_family(turn.text)
         if pattern is not None:
             score, family = max(score, 0.9), pattern
         if score >= self.config.threshold:
@@ -207,9 +208,7 @@ class HandoffGuard(_IntentGuard):
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
-        failures = sum(
-            "connect you with a member of our support team" in m.content for m in turn.messages if m.role == "assistant"
-        )
+        failures = sum(NO_KNOWLEDGE in m.content for m in turn.messages if m.role == "assistant")
         reasons = [
             r
             for r, hit in (

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Draft, Passage, Turn, Verdict
 from plugins.guards.intent import IntentConfig, _IntentGuard
-from plugins.guards.override import _COMPILED, _fold
+from plugins.guards.override import override_family
 from plugins.responders.extractive import extractive_answer
 from plugins.responders.prompt import SYSTEM
 
@@ -59,8 +59,14 @@ class GroundingGuard:
         answer_words, question_words = _words(draft.text), _words(turn.text)
         if passages and len(answer_words - question_words) < max(2, len(answer_words) // 3):
             # Mostly the customer's own words: an echo of the question is not an answer.
-            return Verdict(self.name, False, 1.0, "grounding", "the draft only restates the question: replaced "
-                           "by an extractive answer", rewrite=extractive_answer(turn.text, passages) or None)
+            return Verdict(
+                self.name,
+                False,
+                1.0,
+                "grounding",
+                "the draft only restates the question: replaced by an extractive answer",
+                rewrite=extractive_answer(turn.text, passages) or None,
+            )
         passage_text = " ".join(p.text for p in passages)
 
         def supported(sentence: str) -> bool:
@@ -178,10 +184,13 @@ class InjectionGuard(_IntentGuard):
         whole = self._model.scores([p.text for p in passages]) if passages else []
         for p, score in zip(passages, whole, strict=True):
             sentences = [s for s in _SENT.split(p.text) if s.strip()]
-            flagged = {s for s in sentences if any(c.search(_fold(s)) for c in _COMPILED.values())}
+            flagged = {s for s in sentences if override_family(s) is not None}
             if score["jailbreak"] >= self.config.threshold / 2:
-                flagged |= {s for s, sc in zip(sentences, self._model.scores(sentences), strict=True)
-                            if sc["jailbreak"] >= self.config.threshold}
+                flagged |= {
+                    s
+                    for s, sc in zip(sentences, self._model.scores(sentences), strict=True)
+                    if sc["jailbreak"] >= self.config.threshold
+                }
             keep = [s for s in sentences if s not in flagged]
             removed += len(sentences) - len(keep)
             if keep:

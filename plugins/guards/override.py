@@ -26,6 +26,12 @@ PATTERNS: dict[str, str] = {
 _COMPILED = {name: re.compile(p, re.IGNORECASE | re.DOTALL) for name, p in PATTERNS.items()}
 
 
+def override_family(text: str) -> str | None:
+    """The first override family whose pattern matches `text` (after folding disguises), or None."""
+    folded = _fold(text)
+    return next((family for family, pattern in _COMPILED.items() if pattern.search(folded)), None)
+
+
 def _fold(text: str) -> str:
     """Fold compatibility forms and drop invisible characters so trivial disguises still match."""
     text = unicodedata.normalize("NFKC", text)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.safety.dataset import PUBLIC, Example, build_dataset
+from plugins.safety.dataset import OURS, PUBLIC, Example, build_dataset
 from plugins.safety.gloss import with_gloss
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ REG_C = 4.0  # inverse regularisation strength of the heads
 Embed = Callable[[Sequence[str]], Any]
 _LOCK = threading.Lock()
 _LOADED: dict[str, IntentClassifier] = {}
+_SOURCES: dict[tuple[Any, ...], IntentClassifier] = {}
 
 
 def _prep(text: str) -> str:
@@ -182,6 +183,11 @@ def load(
 ) -> IntentClassifier:
     """The trained classifier for this data and embedder, from the cache or trained now (about a minute) and
     cached; `embed` is attached to the loaded model."""
+    # Every learned guard (up to six in a chain) asks for the same model: read and hash the data once per source.
+    source = (safety_data, demo_qa, embedder_id, _data_stamp(demo_qa))
+    with _LOCK:
+        if source in _SOURCES:
+            return _SOURCES[source]
     examples = build_dataset(safety_data, demo_qa)
     key = data_hash(examples, embedder_id)
     with _LOCK:
@@ -206,5 +212,11 @@ def load(
             tmp.write_bytes(pickle.dumps(model))
             tmp.replace(path)
         model.embed = embed
-        _LOADED[key] = model
+        _LOADED[key] = _SOURCES[source] = model
         return model
+
+
+def _data_stamp(demo_qa: Path | None) -> tuple[float, ...]:
+    """Modification times of our own data, so an edited example file still leads to retraining."""
+    files = [*sorted(OURS.glob("*.jsonl")), *([demo_qa] if demo_qa is not None else [])]
+    return tuple(f.stat().st_mtime for f in files if f.is_file())

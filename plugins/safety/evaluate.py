@@ -99,9 +99,8 @@ def evaluate(
         if family == "chinese":
             jobs += [("attack", "chinese", [{"role": "user", "content": g}]) for g in _ours("harmful_zh.jsonl")[:limit]]
             continue
-        for name, items in goals.items():
+        for items in goals.values():
             jobs += [("attack", family, attack(family, g)) for g in items]
-            del name
     for name, items in benign.items():
         jobs += [("benign", name, [{"role": "user", "content": t}]) for t in items]
 
