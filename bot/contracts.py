@@ -162,6 +162,15 @@ class Responder(Protocol):
 
 
 @runtime_checkable
+class Adaptable(Protocol):
+    """Optional: responders whose PEFT adapter can be listed and switched live (None = the base model)."""
+
+    def adapters(self) -> list[dict[str, Any]]: ...
+
+    def use_adapter(self, name: str | None) -> None: ...
+
+
+@runtime_checkable
 class Warmable(Protocol):
     """Optional: components that load heavy resources ahead of the first turn."""
 

@@ -20,7 +20,7 @@ from bot.contracts import (
     Turn,
     Verdict,
 )
-from bot.policy import Policy
+from bot.policy import RESPONDER_DOWN, Policy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ def _failed(name: str, exc: BaseException) -> Verdict:
     reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
     log.error("guard %s failed closed: %s", name, reason)
     return Verdict(plugin=name, blocked=True, score=1.0, category="guard_error", reason=f"guard_error: {reason}")
+
+
+def _responder_failed(name: str, exc: BaseException) -> Verdict:
+    reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+    log.error("responder %s failed: %s", name, reason)
+    return Verdict(
+        plugin=name,
+        blocked=False,
+        score=0.0,
+        category="responder_error",
+        reason=f"responder_error: {reason}",
+        handoff=True,
+        message=RESPONDER_DOWN,
+    )
 
 
 async def _guarded(name: str, check: Awaitable[object], timeout_s: float) -> Verdict:
@@ -128,13 +142,19 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     usable = p.policy.usable(passages)
     t = time.perf_counter()
     parts: list[str] = []
-    # Without a usable passage the policy answers "I don't know"; generating would only invent.
-    async for delta in p.responder.stream(turn, usable) if usable else _nothing():
-        if not parts:
-            latency["first_token"] = _ms(t)
-        parts.append(delta)
-        if delta:
-            yield Delta(delta)
+    try:
+        # Without a usable passage the policy answers "I don't know"; generating would only invent.
+        async for delta in p.responder.stream(turn, usable) if usable else _nothing():
+            if not parts:
+                latency["first_token"] = _ms(t)
+            parts.append(delta)
+            if delta:
+                yield Delta(delta)
+    except Exception as exc:  # a broken or unreachable model: the customer gets a human, never a traceback
+        verdicts.append(_responder_failed(getattr(p.responder, "name", "responder"), exc))
+        latency["generation"] = latency["total"] = _ms(t0)
+        yield p.policy.decide(turn, None, [], verdicts, latency)
+        return
     latency["generation"] = _ms(t)
     draft = Draft(text="".join(parts).strip(), tokens=len(parts))
 

@@ -27,7 +27,13 @@ NO_KNOWLEDGE = (
     "Would you like me to connect you with a member of our support team?"
 )
 # Verdict categories that measure something other than safety risk (quality, routing, redaction).
-NOT_RISK = frozenset({"topical", "grounding", "helpfulness", "pii", "pii_leak", "handoff", "size", "empty"})
+NOT_RISK = frozenset(
+    {"topical", "grounding", "helpfulness", "pii", "pii_leak", "handoff", "size", "empty", "responder_error"}
+)
+RESPONDER_DOWN = (
+    "I'm having trouble writing an answer right now, so I'm passing your question to a member of our "
+    "support team; they'll see this conversation so far."
+)
 HANDOFF = "I'm connecting you with a member of our support team now; they'll see this conversation so far."
 
 

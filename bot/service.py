@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings, load_settings
-from bot.contracts import Indexed, InputGuard, Message, OutputGuard, PassageGuard, Reply, Turn, Warmable
+from bot.contracts import (
+    Adaptable,
+    Indexed,
+    InputGuard,
+    Message,
+    OutputGuard,
+    PassageGuard,
+    Reply,
+    Turn,
+    Warmable,
+)
 from bot.errors import InputError, PluginError, ServicebotError
 from bot.pipeline import Delta, Pipeline, stream_turn
 from bot.policy import Policy
@@ -66,11 +77,11 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
         settings.retriever,
         settings.knowledge,
     )
-    keep_responder = old is not None and old_settings.responder == settings.responder
+    responder = _reuse_responder(old_settings, old, settings)
     return Pipeline(
         input_guards=inputs,
         retriever=old.retriever if keep_retriever and old else build("retriever", settings.retriever, ctx),
-        responder=old.responder if keep_responder and old else build("responder", settings.responder, ctx),
+        responder=responder or build("responder", settings.responder, ctx),
         output_guards=outputs,
         policy=Policy(
             min_score=settings.knowledge.min_score,
@@ -83,6 +94,20 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
         guard_timeout_s=settings.guards.timeout_s,
         embedder=embedder,
     )
+
+
+def _reuse_responder(old_settings: Settings, old: Pipeline | None, settings: Settings) -> Any:
+    """The running responder when its settings are unchanged, or when only its adapter changed (switched live)."""
+    if old is None:
+        return None
+    before, after = old_settings.responder, settings.responder
+    if before == after:
+        return old.responder
+    only_adapter = before.name == after.name and {**before.config, "adapter": None} == {**after.config, "adapter": None}
+    if only_adapter and isinstance(old.responder, Adaptable):
+        old.responder.use_adapter(after.config.get("adapter"))
+        return old.responder
+    return None
 
 
 def parse_messages(raw: Any, limit: int) -> tuple[Message, ...]:
@@ -130,9 +155,8 @@ class Service:
     def start(cls, settings: Settings, warm: bool = True, config_path: Path | None = None) -> Service:
         """Build the pipeline and (by default) load models and open the index up front."""
         stamp = config_path.stat().st_mtime_ns if config_path and config_path.exists() else 0.0
-        service = cls(
-            settings, build_pipeline(settings), config_path, Records(settings.data_dir / "servicebot.db"), stamp
-        )
+        records = Records(settings.database_url or settings.data_dir / "servicebot.db")
+        service = cls(settings, build_pipeline(settings), config_path, records, stamp)
         if warm:
             service.warm()
         return service
@@ -154,8 +178,9 @@ class Service:
         if not changed:
             return []
         pipeline = build_pipeline(settings, (self.settings, self.pipeline))
-        for part in (*pipeline.input_guards, *pipeline.passage_guards, *pipeline.output_guards):
-            if isinstance(part, Warmable):
+        fresh = [] if pipeline.responder is self.pipeline.responder else [pipeline.responder]
+        for part in (*pipeline.input_guards, *pipeline.passage_guards, *pipeline.output_guards, *fresh):
+            if isinstance(part, Warmable):  # a new model or a remote engine is checked before it serves
                 part.warm()
         before = {k: getattr(self.settings, k) for k in changed}
         self.settings, self.pipeline = settings, pipeline  # one assignment: turns see old or new, never a mix
@@ -189,6 +214,38 @@ class Service:
             log.error("config change rejected, still serving the previous config: %s", exc)
             if self.records:
                 self.records.audit(f"config file {self.config_path}", "rejected", {"error": str(exc)})
+
+    def adapters(self) -> list[dict[str, Any]]:
+        """The responder's PEFT adapters (name, method, base model, card metrics, active).
+
+        Raises:
+            PluginError: the responder does not support adapters.
+        """
+        return self._adaptable().adapters()
+
+    def use_adapter(self, name: str | None, actor: str) -> None:
+        """Switch the responder's adapter live (None = the base model); audit-logged.
+
+        Raises:
+            PluginError: the responder has no adapters, or this one is missing, corrupt or for another model;
+                the running adapter keeps serving.
+        """
+        responder = self._adaptable()
+        before = self.settings.responder.config.get("adapter")
+        responder.use_adapter(name)
+        spec = self.settings.responder.model_copy(
+            update={"config": {**self.settings.responder.config, "adapter": name}}
+        )
+        self.settings = self.settings.model_copy(update={"responder": spec})
+        if self.records:
+            self.records.audit(actor, "adapter", {"before": before, "after": name})
+        log.warning("adapter switched by %s: %s -> %s", actor, before, name)
+
+    def _adaptable(self) -> Adaptable:
+        responder = self.pipeline.responder
+        if not isinstance(responder, Adaptable):
+            raise PluginError(f"The responder '{self.settings.responder.name}' does not use adapters.")
+        return responder
 
     @property
     def index(self) -> Indexed:
@@ -246,11 +303,19 @@ def _dump(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def sources(reply: Reply) -> list[dict[str, Any]]:
-    """One entry per source document (its best-scoring passage), best first."""
+    """One entry per source document (its best-scoring passage), best first.
+
+    `n` lists the prompt's passage numbers that came from the document and `cited` says whether the answer
+    cites one of them as [n].
+    """
+    cited = {int(n) for n in re.findall(r"\[(\d{1,3})\]", reply.answer)}
     seen: dict[str, dict[str, Any]] = {}
-    for p in reply.sources:
+    for i, p in enumerate(reply.sources, 1):
         key = p.doc_id or p.id
-        if key not in seen:
+        if key in seen:
+            seen[key]["n"].append(i)
+            seen[key]["cited"] = seen[key]["cited"] or i in cited
+        else:
             seen[key] = {
                 "id": key,
                 "title": p.title,
@@ -258,6 +323,8 @@ def sources(reply: Reply) -> list[dict[str, Any]]:
                 "section": p.section,
                 "source": p.source,
                 "url": getattr(p, "url", "") or "",
+                "n": [i],
+                "cited": i in cited,
             }
     return list(seen.values())
 
@@ -270,7 +337,10 @@ def reply_json(reply: Reply, request_id: Any = None) -> dict[str, Any]:
         "answer": reply.answer,
         "refused": reply.refused,
         "handoff": reply.handoff,
-        "sources": [{"id": s["id"], "title": s["title"], "score": s["score"]} for s in sources(reply)],
+        "sources": [
+            {"id": s["id"], "title": s["title"], "score": s["score"], "n": s["n"], "cited": s["cited"]}
+            for s in sources(reply)
+        ],
         "verdicts": [
             {"plugin": v.plugin, "blocked": v.blocked, "score": v.score, "reason": v.reason} for v in reply.verdicts
         ],
