@@ -84,6 +84,11 @@ class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=7860, ge=1, le=65535)
     max_message_chars: int = Field(default=20_000, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # larger API requests get 413
+    rate_per_ip: float = Field(default=600, ge=0)  # turns per minute per client address (0 = no limit)
+    rate_per_session: float = Field(default=30, ge=0)  # turns per minute per conversation or API user
+    rate_burst: int = Field(default=10, ge=1)  # turns allowed at once after a quiet spell
+    reports_dir: Path = Path("artifacts")  # evaluation reports and plots shown in the ops console
 
 
 class Settings(BaseSettings):
@@ -94,6 +99,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("var")
+    # Conversations, feedback, handoffs, audit: SQLite in data_dir when empty; a postgresql:// URL lets several
+    # instances behind a load balancer share them (keep the password in PGPASSWORD or ~/.pgpass, not here).
+    database_url: str = ""
     embedder: PluginSpec = PluginSpec(name="minilm")
     retriever: PluginSpec = PluginSpec(name="chroma")
     responder: PluginSpec = PluginSpec(name="hf")

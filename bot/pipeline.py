@@ -102,6 +102,11 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
+def _took(latency: dict[str, float], plugin: str, start: float) -> None:
+    """Per-plugin time under `guard.<name>` (summed when a plugin checks more than one stage)."""
+    latency[f"guard.{plugin}"] = round(latency.get(f"guard.{plugin}", 0.0) + _ms(start), 2)
+
+
 async def _nothing() -> AsyncIterator[str]:
     for _ in ():
         yield ""
@@ -114,7 +119,9 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     verdicts: list[Verdict] = []
     views: list[str] = []
     for guard in p.input_guards:  # operator-ordered, short-circuiting
+        tg = time.perf_counter()
         verdict = await _check_views(guard, turn, views, p.guard_timeout_s)
+        _took(latency, guard.name, tg)
         verdicts.append(verdict)
         if verdict.rewrite is not None:
             turn = turn.with_text(verdict.rewrite)
@@ -133,7 +140,9 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     t = time.perf_counter()
     for pguard in p.passage_guards:  # indirect prompt injection is removed before the model reads it
         try:
+            tg = time.perf_counter()
             passages, verdict = await asyncio.wait_for(pguard.check_passages(turn, passages), p.guard_timeout_s)
+            _took(latency, pguard.name, tg)
         except Exception as exc:
             passages, verdict = [], _failed(pguard.name, exc)
         verdicts.append(verdict)
@@ -160,7 +169,9 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
 
     t = time.perf_counter()
     for out_guard in p.output_guards:
+        tg = time.perf_counter()
         verdict = await _guarded(out_guard.name, out_guard.check_output(turn, draft, usable), p.guard_timeout_s)
+        _took(latency, out_guard.name, tg)
         verdicts.append(verdict)
         if verdict.rewrite is not None:
             draft = Draft(verdict.rewrite, draft.tokens)

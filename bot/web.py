@@ -1,9 +1,10 @@
-"""The web front end: a streaming Gradio chat mounted on a FastAPI app with a health check."""
+"""The web app: the customer chat (Gradio), the API, the consoles and knowledge pages on one FastAPI app."""
 
 from __future__ import annotations
 
+import contextlib
+import html
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,193 +12,163 @@ from typing import Any
 import fastapi
 import gradio as gr
 import uvicorn
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from markdown_it import MarkdownIt
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.api import SORRY, ApiError, build_api
+from bot.appstate import AppState
+from bot.auth import Secrets
+from bot.chat import TITLE, build_chat, chat_i18n
 from bot.config import Settings
-from bot.contracts import Reply
-from bot.errors import InputError, ServicebotError
-from bot.pipeline import Delta
-from bot.service import Service, parse_messages, sources
+from bot.markup import (  # noqa: F401  (the chat's markup helpers, importable from here as before)
+    SOURCES_MARK,
+    escape_markdown,
+    render_reply,
+    to_raw_messages,
+    unescape_markdown,
+)
+from bot.service import Service
 
 log = logging.getLogger(__name__)
 
-TITLE = "Kestrel Home support"
-SORRY = "Sorry, something went wrong on our side; please try again."
-# Appended under an answer; everything from here on is display only and is cut before the answer goes back as history.
-SOURCES_MARK = "\n\n**Sources**\n"
-# Characters that start markup anywhere in a line, and line starts that make lists, quotes or headings.
-_MD_INLINE = re.compile(r"([\\`*_\[\]<>#|~&])")
-_MD_LINE_MARK = re.compile(r"^([ \t]*)([-+=])|^([ \t]*\d+)([.)])", re.MULTILINE)
-_MD_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
-ChatHistory = list[dict[str, Any]]
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before the app reads any of it."""
 
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
 
-def escape_markdown(text: str) -> str:
-    """Backslash-escape what Markdown or HTML would act on, so text shows exactly as typed.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:  # read it all first: a chunked body without a length is counted as it arrives
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        sent = False
 
-    Only active characters are escaped (plain punctuation stays plain, which keeps copy and screen readers clean).
-    Every backslash is escaped too, so `unescape_markdown` reverses this exactly.
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-    Args:
-        text: customer-supplied or document-supplied text.
+        await self.app(scope, replay, send)
 
-    Returns:
-        Markdown that renders as the literal text.
-    """
-    text = _MD_INLINE.sub(r"\\\1", text)
-    return _MD_LINE_MARK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[3]}\\{m[4]}", text)
-
-
-def unescape_markdown(text: str) -> str:
-    """Undo `escape_markdown`."""
-    return _MD_ESCAPE.sub(r"\1", text)
-
-
-def render_reply(reply: Reply) -> str:
-    """The final answer as shown in the chat: the policy's answer, then each source document once.
-
-    Args:
-        reply: the turn's final Reply.
-
-    Returns:
-        Markdown: the answer, and a "Sources" list of titles and article ids when there are sources.
-    """
-    listed = sources(reply)
-    if not listed:
-        return reply.answer
-    return reply.answer + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = ApiError(413, f"The request is larger than {self.limit:,} bytes.", code="request_too_large")
+        await error.response()(scope, receive, send)
 
 
-def _source_line(source: dict[str, Any]) -> str:
-    """One citation: a link when the document has a web address, else title, section and article id."""
-    title = escape_markdown(source["title"] or source["id"])
-    section = f" — {escape_markdown(source['section'])}" if source.get("section") else ""
-    url = str(source.get("url") or "")
-    if re.match(r"https?://[^\s()<>]+$", url):
-        return f"- [{title}]({url}){section} ({escape_markdown(source['id'])})"
-    return f"- {title}{section} ({escape_markdown(source['id'])})"
+def _validation_message(exc: RequestValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {"type": "", "loc": (), "msg": "invalid request"}
+    if first["type"] == "json_invalid":
+        return "The request body is not valid JSON."
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    return f"'{where}': {first['msg'][0].lower()}{first['msg'][1:]}."
 
 
-def _text(content: Any) -> str:
-    """The text of a Gradio message's content (a string or a list of typed parts; files are ignored)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text", "")) if content.get("type", "text") == "text" else ""
-    if isinstance(content, list | tuple):
-        return "".join(_text(part) for part in content)
-    return ""
+def _kb_page(service: Service, path: str) -> HTMLResponse:
+    """A knowledge-base article cited by the chat, rendered without any HTML it may contain."""
+    root = service.settings.knowledge.source.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file() or target.suffix not in (".md", ".txt"):
+        raise StarletteHTTPException(404, "No such article.")
+    text = target.read_text(encoding="utf-8", errors="replace")
+    if text.startswith("---\n") and "\n---" in text[4:]:
+        text = text[4:].split("\n---", 1)[1]
+    body = MarkdownIt("commonmark", {"html": False}).render(text)
+    page = (
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(target.stem)}</title><body style='font-family:sans-serif;max-width:46rem;margin:auto;"
+        f"padding:1rem'>{body}</body>"
+    )
+    return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
 
-def to_raw_messages(history: ChatHistory) -> list[dict[str, str]]:
-    """Turn the chat as displayed back into the {role, content} list the service validates.
-
-    Customer messages are shown escaped, so they are unescaped; assistant messages lose their Sources block.
-
-    Args:
-        history: the Chatbot's value in Gradio's messages format.
-
-    Returns:
-        A list of {"role", "content"} dicts ready for `parse_messages`.
-    """
-    raw = []
-    for message in history:
-        role, text = message.get("role"), _text(message.get("content"))
-        if role == "user":
-            raw.append({"role": "user", "content": unescape_markdown(text)})
-        elif role == "assistant":
-            raw.append({"role": "assistant", "content": text.split(SOURCES_MARK, 1)[0]})
-    return raw
-
-
-def _health(service: Service) -> fastapi.Response:
-    try:
-        version = service.index.status().get("version")
-    except ServicebotError:  # a retriever without an index is still healthy
-        version = None
-    except Exception:
-        log.exception("health check could not read the index status")
-        return JSONResponse({"status": "error", "index": None}, status_code=503)
-    return JSONResponse({"status": "ok", "index": version})
-
-
-def build_chat(service: Service) -> gr.Blocks:
-    """Build the Gradio chat UI that streams answers from `service`.
-
-    Args:
-        service: a started Service.
-
-    Returns:
-        The Blocks, ready to mount.
-    """
-    limit = service.settings.server.max_message_chars
-
-    def add_user(text: str, history: ChatHistory) -> tuple[str, ChatHistory]:
-        # Shown escaped so a customer's text appears exactly as typed and never as markup.
-        return "", [*history, {"role": "user", "content": escape_markdown(text or "")}]
-
-    async def answer(history: ChatHistory, request: gr.Request) -> AsyncIterator[ChatHistory]:
-        history = list(history)
-        shown = ""
-        try:
-            messages = parse_messages(to_raw_messages(history), limit)
-            async for event in service.stream(messages, getattr(request, "session_hash", None) or ""):
-                shown = shown + event.text if isinstance(event, Delta) else render_reply(event)
-                yield [*history, {"role": "assistant", "content": shown}]
-        except InputError as exc:
-            log.info("web turn rejected: %s", exc)
-            yield [*history, {"role": "assistant", "content": str(exc)}]
-        except Exception:
-            log.exception("web turn failed")
-            yield [*history, {"role": "assistant", "content": SORRY}]
-
-    with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as chat:
-        gr.Markdown(f"## {TITLE}\nAsk about your account, orders, billing or Kestrel devices.")
-        chatbot = gr.Chatbot(
-            show_label=False,
-            scale=1,
-            height=None,
-            min_height=300,
-            elem_id="chat",
-            sanitize_html=True,
-            latex_delimiters=[],  # prices like $5 and $10 are not maths
-            feedback_options=None,
-            buttons=["copy"],
-            placeholder="Hello! How can we help you today?",
-        )
-        box = gr.Textbox(
-            show_label=False,
-            placeholder="Type your question and press Enter",
-            submit_btn="Send",
-            autofocus=True,
-            elem_id="question",
-        )
-        box.submit(add_user, [box, chatbot], [box, chatbot], queue=False).then(
-            answer, chatbot, chatbot, concurrency_limit=32
-        )
-    return chat
-
-
-def create_app(service: Service) -> fastapi.FastAPI:
-    """Build the web app: `GET /healthz` and the chat UI at "/".
+def create_app(service: Service, secrets: Secrets | None = None) -> fastapi.FastAPI:
+    """Build the web app: the chat at "/", the API under /v1, /healthz, /metrics, /console, /ops and /kb.
 
     Args:
         service: a started Service (models loaded, index open).
+        secrets: API keys and console passwords; read from the environment when None.
 
     Returns:
         A FastAPI app to run with any ASGI server.
     """
-    app = fastapi.FastAPI(title=TITLE, docs_url=None, redoc_url=None)
+    state = AppState(service, secrets if secrets is not None else Secrets.from_env())
 
-    @app.get("/healthz")
-    def healthz() -> fastapi.Response:
-        """Liveness plus the serving index version (null when there is no index)."""
-        return _health(service)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()  # pending storage writes finish before the process ends
 
-    # Registered after /healthz: a mount at "/" takes every path not matched before it.
+    app = fastapi.FastAPI(
+        lifespan=lifespan,
+        title="servicebot API",
+        version="1",
+        description="OpenAI-compatible chat completions over the servicebot pipeline, plus health and metrics.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.servicebot = state
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: fastapi.Request, exc: ApiError) -> JSONResponse:
+        state.metrics.inc("servicebot_http_requests_total", route=request.url.path[:40], status=str(exc.status))
+        headers = {"Retry-After": str(state.session_limit.retry_after())} if exc.status == 429 else None
+        return exc.response(headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: fastapi.Request, exc: RequestValidationError) -> JSONResponse:
+        return ApiError(400, _validation_message(exc)).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: fastapi.Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code in (302, 303):
+            return fastapi.responses.RedirectResponse(str(exc.detail), exc.status_code)
+        kind = {401: "invalid_api_key", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        error = ApiError(exc.status_code, str(exc.detail), kind.get(exc.status_code, "invalid_request_error"))
+        return error.response(dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def failed(request: fastapi.Request, exc: Exception) -> JSONResponse:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
+        state.metrics.inc("servicebot_errors_total", channel="http")
+        return ApiError(500, SORRY, "server_error").response()
+
+    app.include_router(build_api(state))
+
+    @app.get("/kb/{path:path}", include_in_schema=False)
+    def kb(path: str) -> HTMLResponse:
+        return _kb_page(service, path)
+
+    app.add_middleware(BodyLimit, limit=service.settings.server.max_body_bytes)
+    # Mounted last: a mount at "/" takes every path not matched before it.
     return gr.mount_gradio_app(
-        app, build_chat(service), path="/", footer_links=[], run_history=False, ssr_mode=False, show_error=False
+        app,
+        build_chat(state),
+        path="/",
+        footer_links=[],
+        run_history=False,
+        ssr_mode=False,
+        show_error=False,
+        i18n=chat_i18n(),
     )
 
 

@@ -12,20 +12,30 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from bot.auth import Secrets
 from bot.config import GuardsSettings, PluginSpec, Settings
 from bot.service import Service
 from bot.web import create_app
 
 ARTICLES = Path(__file__).resolve().parent.parent / "knowledge" / "demo" / "articles"
+API_KEY = "test-api-key"
+OPERATOR_PASSWORD = "operator-pass"
+OPS_PASSWORD = "ops-pass"
+SECRETS = Secrets(
+    api_keys=frozenset({API_KEY}),
+    console_password=OPERATOR_PASSWORD,
+    ops_password=OPS_PASSWORD,
+    session_secret=b"test-session-secret",
+)
 
 
 @contextmanager
-def serving(service: Service) -> Iterator[str]:
-    """Serve `create_app(service)` with uvicorn on a free 127.0.0.1 port; yield its base URL."""
+def serving(service: Service, secrets: Secrets = SECRETS) -> Iterator[str]:
+    """Serve `create_app(service, secrets)` with uvicorn on a free 127.0.0.1 port; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # the server keeps this socket, so no other process can take the port meanwhile
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(create_app(service, secrets), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -42,7 +52,7 @@ def serving(service: Service) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def serve() -> Callable[[Service], AbstractContextManager[str]]:
+def serve() -> Callable[..., AbstractContextManager[str]]:
     """`serving`, for tests that need the web app over a service of their own."""
     return serving
 

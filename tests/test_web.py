@@ -13,11 +13,12 @@ import httpx
 import pytest
 from markdown_it import MarkdownIt
 
+from bot.chat import SORRY
 from bot.config import Settings
 from bot.contracts import Passage, Reply
 from bot.pipeline import Pipeline
 from bot.service import Service
-from bot.web import SORRY, SOURCES_MARK, escape_markdown, render_reply, to_raw_messages, unescape_markdown
+from bot.web import SOURCES_MARK, escape_markdown, render_reply, to_raw_messages, unescape_markdown
 
 pytest_plugins = ["conftest_web"]
 
@@ -143,7 +144,7 @@ def broken_url(web_service: Service, serve: Callable[[Service], AbstractContextM
 def test_failing_turn_shows_one_sentence_is_logged_and_the_server_lives_on(
     broken_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="bot.web"):
+    with caplog.at_level(logging.ERROR, logger="bot.chat"):
         events = run_event(broken_url, "answer", [[user("where is my parcel?")]])
     assert events[-1][0] == "complete"
     assert last_text(events[-1][1][0]) == SORRY

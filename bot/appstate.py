@@ -1,0 +1,82 @@
+"""What the web app's parts share: the service, secrets, metrics, rate limits, and storage off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bot.auth import Secrets
+from bot.contracts import Reply
+from bot.metrics import Metrics
+from bot.ratelimit import RateLimiter
+from bot.records import Records
+from bot.service import Service, sources
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TOO_FAST = "You are sending messages faster than we can answer; please wait a moment and try again."
+
+
+@dataclass
+class AppState:
+    """One per web app (never global): built by `create_app`, handed to the API, chat and consoles."""
+
+    service: Service
+    secrets: Secrets
+    metrics: Metrics = field(default_factory=Metrics)
+    started: float = field(default_factory=time.time)
+    # Storage gets threads of its own: a turn waiting on the database never queues behind retrieval work.
+    _storage: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="servicebot-db"), repr=False
+    )
+    ip_limit: RateLimiter = field(init=False)
+    session_limit: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        server = self.service.settings.server
+        # One address may carry many customers (an office, a proxy): it gets ten sessions' worth of burst.
+        self.ip_limit = RateLimiter(server.rate_per_ip, server.rate_burst * 10)
+        self.session_limit = RateLimiter(server.rate_per_session, server.rate_burst)
+
+    @property
+    def records(self) -> Records:
+        """The service's records (a service built without them gets an in-memory-free SQLite file in data_dir)."""
+        if self.service.records is None:
+            self.service.records = Records(self.service.settings.data_dir / "servicebot.db")
+        return self.service.records
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking records call on the storage threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._storage, lambda: fn(*args))
+
+    def limited(self, ip: str, session: str) -> str | None:
+        """Which limit a new turn from this address and session breaks ('ip' or 'session'), or None."""
+        if not self.ip_limit.allow(ip):
+            broken = "ip"
+        elif session and not self.session_limit.allow(session):
+            broken = "session"
+        else:
+            return None
+        self.metrics.inc("servicebot_rate_limited_total", limit=broken)
+        return broken
+
+    async def record_turn(self, conversation_id: str, channel: str, question: str, reply: Reply) -> int:
+        """Store a finished turn and count it; returns the stored answer's id (0 when storage failed).
+
+        A storage failure is logged and does not take the answer away from the customer.
+        """
+        self.metrics.record_reply(reply, channel)
+        try:
+            return await self.db(self.records.add_turn, conversation_id, channel, question, reply, sources(reply))
+        except Exception:
+            log.exception("could not store a turn of conversation %s", conversation_id)
+            return 0
+
+    def close(self) -> None:
+        """Let pending storage calls finish."""
+        self._storage.shutdown(wait=True)
