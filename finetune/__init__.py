@@ -1,1 +1,1 @@
-"""Fine-tuning (LoRA / prefix-tuning SFT, contrastive retriever tuning): filled in by the finetune issue."""
+"""Fine-tuning: LoRA / prefix-tuning SFT on our own knowledge, contrastive retriever tuning, answer evaluation."""
