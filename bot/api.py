@@ -58,7 +58,7 @@ class ChatRequest(BaseModel):
     """A chat completion request; OpenAI's sampling options are accepted and ignored (the operator sets them)."""
 
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(MODEL, max_length=200)
+    model: str = Field(MODEL, max_length=200, json_schema_extra={"enum": [MODEL]})  # others get 404
     messages: list[ChatMessage] = Field(min_length=1, max_length=500)
     stream: bool = False
     user: str | None = Field(None, max_length=200, description="An id for the end user (rate-limited per user).")

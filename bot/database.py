@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -56,11 +57,12 @@ class Database:
 
     def _create(self) -> None:
         key = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        if not self.postgres:  # WAL is a property of the file, set once outside any transaction
+            with contextlib.closing(sqlite3.connect(self.path, timeout=15)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
         with self.connect() as db:
             if self.postgres:  # several instances may start at once: one creates, the others wait
                 db.execute("SELECT pg_advisory_xact_lock(72657)")
-            else:
-                db.execute("PRAGMA journal_mode=WAL")
             for statement in SCHEMA:
                 db.execute(statement.format(id=key))
             for table, columns in ADDED_COLUMNS.items():
@@ -72,7 +74,9 @@ class Database:
     def _columns(self, db: Any, table: str) -> set[str]:
         if self.postgres:
             rows = db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = %s AND table_schema = current_schema()",
+                (table,),
             ).fetchall()
             return {r[0] for r in rows}
         return {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
