@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import DEMO, StaticRetriever
 
@@ -16,6 +22,7 @@ from bot.policy import RESPONDER_DOWN
 from bot.service import Service
 from plugins.responders.openai_compat import OpenAIResponder, _delta
 
+KEY = "engine-test-key"
 PASSAGE = Passage("p1", "Reset your password from the sign-in page.", 0.9, title="Reset a password")
 
 
@@ -81,3 +88,80 @@ def test_cited_passage_numbers_map_to_sources_in_the_reply(demo_service: Service
     first = out["sources"][0]
     assert first["n"][0] == 1 and first["cited"] is True  # the extractive answer cites [1]
     assert all(s["cited"] is False for s in out["sources"][1:])
+
+
+@pytest.fixture(scope="module")
+def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenAI-compatible server in its own process: `bot serve` (extractive responder) on 127.0.0.1."""
+    home = tmp_path_factory.mktemp("engine")
+    cfg = home / "engine.yaml"
+    cfg.write_text(f"data_dir: {home / 'data'}\nresponder: extractive\nknowledge:\n  source: {DEMO / 'articles'}\n")
+    port = free_port()
+    env = {**os.environ, "SERVICEBOT_API_KEYS": KEY, "HF_HUB_OFFLINE": "1"}
+    bot = Path(sys.executable).with_name("bot")
+    log = (home / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [str(bot), "serve", "--config", str(cfg), "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"bot serve did not start: {(home / 'serve.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    try:
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def remote(url: str, **config: object) -> OpenAIResponder:
+    os.environ["TEST_ENGINE_KEY"] = KEY
+    return OpenAIResponder(
+        OpenAIResponder.Config(**{"base_url": url, "model": "servicebot", "api_key_env": "TEST_ENGINE_KEY", **config})  # type: ignore[arg-type]
+    )
+
+
+async def collect(responder: OpenAIResponder, text: str, limit: int | None = None) -> list[str]:
+    out: list[str] = []
+    turn = Turn((Message("user", text),))
+    async for delta in responder.stream(turn, [PASSAGE]):
+        out.append(delta)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def test_streams_an_answer_from_a_real_openai_compatible_server(engine_url: str) -> None:
+    responder = remote(engine_url)
+    responder.warm()
+    deltas = asyncio.run(collect(responder, "I forgot my password and can't log in"))
+    assert len(deltas) > 3  # streamed in pieces, not one blob
+    answer = "".join(deltas)
+    assert "password" in answer.lower() and "[1]" in answer
+    body = responder.payload(Turn((Message("user", "hi"),)), [PASSAGE])
+    assert body["stream"] is True and "[1] Reset your password" in body["messages"][-1]["content"]
+
+
+def test_leaving_early_closes_the_stream_and_the_server_keeps_serving(engine_url: str) -> None:
+    responder = remote(engine_url)
+    assert len(asyncio.run(collect(responder, "How do I reset my password?", limit=2))) == 2
+    assert asyncio.run(collect(responder, "How do I reset my password?"))  # the next request is served
+
+
+def test_a_wrong_model_or_key_is_refused_at_start_with_one_sentence(engine_url: str) -> None:
+    with pytest.raises(PluginError, match="does not serve model 'gpt-4o'"):
+        remote(engine_url, model="gpt-4o").warm()
+    os.environ["TEST_ENGINE_WRONG_KEY"] = "nope"
+    wrong = OpenAIResponder(OpenAIResponder.Config(base_url=engine_url, api_key_env="TEST_ENGINE_WRONG_KEY"))
+    with pytest.raises(PluginError, match="refused the API key"):
+        wrong.warm()
+    with pytest.raises(PluginError, match="answered 401"):
+        asyncio.run(collect(wrong, "hello"))
