@@ -84,10 +84,9 @@ def _text(message: ChatMessage) -> str:
     return message.content or ""
 
 
-def _extras(reply: Reply, conversation_id: str, message_id: int, streamed: str | None = None) -> dict[str, Any]:
+def _extras(reply: Reply, conversation_id: str, streamed: str | None = None) -> dict[str, Any]:
     extra = {
         "conversation_id": conversation_id,
-        "message_id": message_id,
         "refused": reply.refused,
         "handoff": reply.handoff,
         "reason": reply.reason,
@@ -177,7 +176,7 @@ def build_api(state: AppState) -> fastapi.APIRouter:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         reply = await service.answer(messages, conversation)
-        message_id = await state.record_turn(conversation, "api", messages[-1].content, reply)
+        state.record_later(conversation, "api", messages[-1].content, reply)
         return {
             "id": completion,
             "object": "chat.completion",
@@ -192,7 +191,7 @@ def build_api(state: AppState) -> fastapi.APIRouter:
                 }
             ],
             "usage": Usage(completion_tokens=reply.tokens, total_tokens=reply.tokens).model_dump(),
-            "servicebot": _extras(reply, conversation, message_id),
+            "servicebot": _extras(reply, conversation),
         }
 
     return router
@@ -224,8 +223,8 @@ async def _stream(
                     piece = word if not sent else " " + word
                     sent.append(piece)
                     yield chunk({"content": piece})
-            message_id = await state.record_turn(conversation, "api", messages[-1].content, reply)
-            yield chunk({}, "stop", servicebot=_extras(reply, conversation, message_id, "".join(sent)))
+            state.record_later(conversation, "api", messages[-1].content, reply)
+            yield chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent)))
     except Exception:
         log.exception("API stream failed")
         state.metrics.inc("servicebot_errors_total", channel="api")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -76,6 +76,20 @@ class AppState:
         except Exception:
             log.exception("could not store a turn of conversation %s", conversation_id)
             return 0
+
+    def record_later(self, conversation_id: str, channel: str, question: str, reply: Reply) -> None:
+        """Count a finished turn now and store it in the background (the answer does not wait for the disk).
+
+        Pending writes are finished on shutdown (`close`); a failure is logged.
+        """
+        self.metrics.record_reply(reply, channel)
+        future = self._storage.submit(self.records.add_turn, conversation_id, channel, question, reply, sources(reply))
+
+        def done(f: Future[int]) -> None:
+            if f.exception() is not None:
+                log.error("could not store a turn of conversation %s: %s", conversation_id, f.exception())
+
+        future.add_done_callback(done)
 
     def close(self) -> None:
         """Let pending storage calls finish."""

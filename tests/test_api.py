@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -59,7 +60,7 @@ def test_openai_client_gets_a_cited_answer_with_sources_and_verdicts(client: ope
     assert answer.strip() and not extra["refused"]
     assert "reset-password" in [s["id"] for s in extra["sources"]]
     assert [v["plugin"] for v in extra["verdicts"]] == ["max_length", "instruction_override"]
-    assert extra["latency_ms"]["total"] > 0 and extra["message_id"] > 0
+    assert extra["latency_ms"]["total"] > 0 and extra["conversation_id"]
 
 
 def test_openai_client_streams_deltas_that_add_up_to_the_answer(client: openai.OpenAI) -> None:
@@ -99,7 +100,12 @@ def test_turns_are_stored_under_the_conversation_id(web_url: str, web_service: S
     response = httpx.post(f"{web_url}/v1/chat/completions", json=body, headers=AUTH, timeout=60)
     assert response.status_code == 200
     assert response.json()["servicebot"]["conversation_id"] == "api-conv-1"
-    stored = web_service.records.messages("api-conv-1") if web_service.records else []
+    stored: list[dict[str, Any]] = []
+    for _ in range(100):  # stored in the background, after the answer went out
+        stored = web_service.records.messages("api-conv-1") if web_service.records else []
+        if stored:
+            break
+        time.sleep(0.05)
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[0]["content"] == "where is my parcel?"
     assert stored[1]["content"] == response.json()["choices"][0]["message"]["content"]
