@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +43,11 @@ class AppState:
         # One address may carry many customers (an office, a proxy): it gets ten sessions' worth of burst.
         self.ip_limit = RateLimiter(server.rate_per_ip, server.rate_burst * 10)
         self.session_limit = RateLimiter(server.rate_per_session, server.rate_burst)
+
+    @property
+    def browser_secret(self) -> str:
+        """Encrypts what the chat keeps in the customer's browser (the conversation id)."""
+        return hashlib.sha256(b"browser:" + self.secrets.session_secret).hexdigest()
 
     @property
     def records(self) -> Records:

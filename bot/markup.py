@@ -97,3 +97,17 @@ def to_raw_messages(history: ChatHistory) -> list[dict[str, str]]:
         elif role == "assistant":
             raw.append({"role": "assistant", "content": text.split(SOURCES_MARK, 1)[0]})
     return raw
+
+
+def render_stored(message: dict[str, Any]) -> dict[str, Any]:
+    """A stored message (see `Records.messages`) as the chat shows it, in Gradio's messages format."""
+    content = str(message["content"])
+    if message["role"] == "user":
+        return {"role": "user", "content": escape_markdown(content)}
+    if message["role"] == "human":
+        who = escape_markdown(str(message.get("author") or "Support"))
+        return {"role": "assistant", "content": f"**{who}** (Kestrel Home team): {escape_markdown(content)}"}
+    listed = message.get("sources") or []
+    if not listed:
+        return {"role": "assistant", "content": content}
+    return {"role": "assistant", "content": content + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)}

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.api import SORRY, ApiError, build_api
 from bot.appstate import AppState
 from bot.auth import Secrets
-from bot.chat import TITLE, build_chat, chat_i18n
+from bot.chat import CSS, TITLE, build_chat, chat_i18n
 from bot.config import Settings
 from bot.markup import (  # noqa: F401  (the chat's markup helpers, importable from here as before)
     SOURCES_MARK,
@@ -176,6 +176,7 @@ def create_app(service: Service, secrets: Secrets | None = None) -> fastapi.Fast
         ssr_mode=False,
         show_error=False,
         i18n=chat_i18n(),
+        css=CSS,
     )
 
 
