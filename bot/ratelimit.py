@@ -46,6 +46,15 @@ class RateLimiter:
                 del self._buckets[next(iter(self._buckets))]
             return allowed
 
+    def exhausted(self, key: str, now: float | None = None) -> bool:
+        """Whether `key` has no token left, without taking one."""
+        if self.rate <= 0:
+            return False
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            bucket = self._buckets.get(key)
+            return bucket is not None and bucket.tokens + (now - bucket.stamp) * self.rate < 1.0
+
     def retry_after(self) -> int:
         """Whole seconds until one more token arrives."""
         return max(1, int(1 / self.rate + 0.999)) if self.rate > 0 else 0

@@ -26,6 +26,7 @@ from bot.appstate import AppState
 from bot.auth import Secrets
 from bot.chat import CSS, TITLE, build_chat, chat_i18n
 from bot.config import Settings
+from bot.console import build_console
 from bot.markup import (  # noqa: F401  (the chat's markup helpers, importable from here as before)
     SOURCES_MARK,
     escape_markdown,
@@ -33,6 +34,8 @@ from bot.markup import (  # noqa: F401  (the chat's markup helpers, importable f
     to_raw_messages,
     unescape_markdown,
 )
+from bot.ops import build_ops
+from bot.pages import NeedsLogin, login_page, page, respond
 from bot.service import Service
 
 log = logging.getLogger(__name__)
@@ -145,10 +148,17 @@ def create_app(service: Service, secrets: Secrets | None = None) -> fastapi.Fast
     async def invalid(request: fastapi.Request, exc: RequestValidationError) -> JSONResponse:
         return ApiError(400, _validation_message(exc)).response()
 
+    @app.exception_handler(NeedsLogin)
+    async def needs_login(request: fastapi.Request, exc: NeedsLogin) -> fastapi.Response:
+        return login_page(exc.next_path)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: fastapi.Request, exc: StarletteHTTPException) -> Any:
-        if exc.status_code in (302, 303):
-            return fastapi.responses.RedirectResponse(str(exc.detail), exc.status_code)
+        if request.url.path.startswith(("/console", "/ops")):
+            return respond(
+                page("Not allowed" if exc.status_code == 403 else "Not found", "", None, ("error", str(exc.detail))),
+                exc.status_code,
+            )
         kind = {401: "invalid_api_key", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         error = ApiError(exc.status_code, str(exc.detail), kind.get(exc.status_code, "invalid_request_error"))
         return error.response(dict(exc.headers or {}))
@@ -160,6 +170,8 @@ def create_app(service: Service, secrets: Secrets | None = None) -> fastapi.Fast
         return ApiError(500, SORRY, "server_error").response()
 
     app.include_router(build_api(state))
+    app.include_router(build_console(state), include_in_schema=False)
+    app.include_router(build_ops(state), include_in_schema=False)
 
     @app.get("/kb/{path:path}", include_in_schema=False)
     def kb(path: str) -> HTMLResponse:
