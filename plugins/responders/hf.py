@@ -1,46 +1,35 @@
-"""The `hf` responder: a transformers causal LM with its chat template, streamed token by token."""
+"""The `hf` responder: a local causal LM on a fast batched CPU engine (or `generate`), live adapter switching."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Passage, Turn
 from bot.errors import PluginError
+from plugins.responders import adapters
+from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
+from plugins.responders.engine import LlamaEngine, supports
 from plugins.responders.model_cache import resolve
 from plugins.responders.prompt import SYSTEM, build_messages
+from plugins.responders.textstream import TextStream
 
-_END = object()
 
+@dataclass(frozen=True)
+class _Serving:
+    """The model that answers now; replaced as a whole when the adapter changes."""
 
-class _TokenStream:
-    """A transformers streamer that decodes incrementally and hands one delta per token to a callback."""
-
-    def __init__(self, tokenizer: Any, emit: Any) -> None:
-        self._tok, self._emit = tokenizer, emit
-        self._ids: list[int] = []
-        self._sent = 0
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # the first call carries the prompt
-            self._prompt_seen = True
-            return
-        self._ids.extend(int(i) for i in value.reshape(-1).tolist())
-        text = self._tok.decode(self._ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
-            self._emit("")
-            return
-        self._emit(text[self._sent :])
-        self._sent = len(text)
-
-    def end(self) -> None:
-        """Called by generate(); the worker signals the end itself, after any error."""
+    model: Any  # a transformers model for `generate` (None when the fast engine serves)
+    fast: Model | None
+    adapter: Path | None
+    method: str  # "base", "lora" or "prefix"
 
 
 class HFResponder:
@@ -49,28 +38,57 @@ class HFResponder:
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
         model: str = "default"
-        adapter: str | None = None
+        adapter: str | None = None  # a name in <data_dir>/adapters, or a folder
         max_new_tokens: int = Field(default=64, ge=1, le=4096)
         # Kept mild: a strong penalty pushes the model away from the passage wording it should reuse.
         repetition_penalty: float = Field(default=1.05, ge=1.0)
         system_prompt: str = SYSTEM
+        engine: Literal["fast", "transformers"] = "fast"  # fast: Llama models only; others use generate
+        quantize: Literal["none", "int8", "bf16"] = "int8"  # fast engine weights (int8 kept answers the same)
         threads: int | None = Field(default=None, ge=1)
+        max_batch: int = Field(default=8, ge=1, le=64)
+        stop: list[str] = []
         timeout_s: float = Field(default=60.0, gt=0)
 
     name = "hf"
 
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
-        self._model: Any = None
+        settings = getattr(ctx, "settings", None)
+        self._root = adapters.adapters_root(getattr(settings, "data_dir", None))
+        self._base: Any = None
         self._tok: Any = None
+        self._serving: _Serving | None = None
         self._load_lock = threading.Lock()
-        self._gen_lock = threading.Lock()  # one generation at a time: the CPU is shared
+        self._gen_lock = threading.Lock()  # `generate` runs one at a time: the CPU is shared
+        self._scheduler = Scheduler(config.max_batch)
 
     def warm(self) -> None:
-        """Load the model (converting the default one on first use)."""
+        """Load the model (converting the default one on first use) and the configured adapter."""
         with self._load_lock:
-            if self._model is None:
-                self._model, self._tok = self._load()
+            if self._serving is None:
+                self._base, self._tok = self._load()
+                path = adapters.resolve(self.config.adapter, self._root) if self.config.adapter else None
+                self._serving = self._build(path)
+
+    def adapters(self) -> list[dict[str, Any]]:
+        """Adapters in `<data_dir>/adapters` (and the active one): name, path, method, base model, metrics, active."""
+        active = self._serving.adapter if self._serving else None
+        return adapters.list_adapters(self._root, active)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Serve with another adapter (a name or a folder; None = the base model) from the next request on.
+
+        The new adapter is loaded and checked before anything changes; requests already generating finish
+        with the weights they started with.
+
+        Raises:
+            PluginError: the adapter is missing, corrupt, or made for another base model (the old one keeps serving).
+        """
+        self.warm()
+        serving = self._build(adapters.resolve(name, self._root) if name else None)
+        with self._load_lock:
+            self._serving = serving
 
     def _load(self) -> tuple[Any, Any]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying an unreachable hub
@@ -79,7 +97,6 @@ class HFResponder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         path = resolve(self.config.model)
@@ -91,70 +108,114 @@ class HFResponder:
                 f"Model '{self.config.model}' could not be loaded: it is not a local model folder and is not in the "
                 f"local Hugging Face cache ({type(exc).__name__})."
             ) from None
-        if self.config.adapter:
-            model = self._with_adapter(model, self.config.adapter)
         model.eval()
         return model, tok
 
-    @staticmethod
-    def _with_adapter(model: Any, adapter: str) -> Any:
-        from peft import PeftModel
+    def _build(self, adapter: Path | None) -> _Serving:
+        model, method = (self._base, "base") if adapter is None else adapters.load(self._base, adapter)
+        if self.config.engine != "fast" or method == "prefix" or not supports(model):
+            return _Serving(model, None, adapter, method)
+        engine = LlamaEngine(model, self.config.quantize)
+        fast = Model(engine, eos_ids(self._tok, getattr(model, "generation_config", None)))
+        prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)
+        if 0 < len(prefix_ids) < engine.max_positions:  # the fixed system prompt: computed once, copied per request
+            prefix = engine.new_cache(len(prefix_ids))
+            engine.prefill(prefix_ids, prefix)
+            fast.prefix = prefix
+        return _Serving(None, fast, adapter, method)
 
-        try:
-            return PeftModel.from_pretrained(model, adapter)
-        except Exception as exc:
-            raise PluginError(f"Adapter '{adapter}' could not be loaded: {exc}") from None
-
-    def _generate(self, turn: Turn, passages: Sequence[Passage], emit: Any, stop: threading.Event) -> None:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
-
-        streamer: _TokenStream | None = None
-        try:
-            self.warm()
-            streamer = _TokenStream(self._tok, emit)
-            messages = build_messages(turn, passages, self.config.system_prompt)
-            enc = self._tok.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-            with self._gen_lock, torch.inference_mode():
-                self._model.generate(
-                    **enc,
-                    max_new_tokens=self.config.max_new_tokens,
-                    do_sample=False,
-                    repetition_penalty=self.config.repetition_penalty,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Stop()]),
-                    pad_token_id=self._tok.eos_token_id,
-                )
-        except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
-            emit(exc)
-        finally:
-            emit(_END)
+    def _ids(self, messages: list[dict[str, str]], generation: bool = True) -> list[int]:
+        enc = self._tok.apply_chat_template(messages, add_generation_prompt=generation, return_dict=True)
+        ids = enc["input_ids"]
+        return [int(i) for i in (ids[0] if ids and isinstance(ids[0], list) else ids)]
 
     async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
-        """Yield one text delta per generated token; stops generating if the consumer goes away."""
+        """Yield one text delta per generated token; stops generating when the consumer goes away or times out."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
+        if self._serving is None:
+            await asyncio.to_thread(self.warm)
+        serving = self._serving
+        assert serving is not None
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
 
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = threading.Thread(target=self._generate, args=(turn, passages, emit, stop), daemon=True)
-        worker.start()
-        deadline = loop.time() + self.config.timeout_s
+        prompt = self._ids(build_messages(turn, passages, self.config.system_prompt))
+        text = TextStream(self._tok, self.config.stop)
+        if serving.fast is not None:
+            self._scheduler.submit(
+                Request(
+                    serving.fast,
+                    prompt,
+                    self.config.max_new_tokens,
+                    text,
+                    emit,
+                    self.config.repetition_penalty,
+                    cancelled=stop,
+                )
+            )
+        else:
+            args = (serving.model, prompt, text, emit, stop)
+            threading.Thread(target=self._generate, args=args, daemon=True).start()
         try:
             while True:
-                item = await asyncio.wait_for(queue.get(), max(0.01, deadline - loop.time()))
-                if item is _END:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"The answer took longer than {self.config.timeout_s:g} s.")
+                item = await asyncio.wait_for(queue.get(), left)
+                if item is END:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            stop.set()
+            stop.set()  # a client gone, a timeout or the end: the slot is freed before the next step
+
+    def _generate(
+        self, model: Any, prompt: list[int], text: TextStream, emit: Callable[[Any], None], stop: threading.Event
+    ) -> None:
+        """The `generate` path: other architectures and prefix-tuning adapters."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set() or text.stopped, dtype=torch.bool)
+
+        class _Streamer:
+            prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:  # the first call carries the prompt
+                    self.prompt_seen = True
+                    return
+                for token in value.reshape(-1).tolist():
+                    if not text.stopped and int(token) not in eos:
+                        emit(text.push(int(token)))
+
+            def end(self) -> None:
+                tail = text.flush()
+                if tail:
+                    emit(tail)
+
+        eos = eos_ids(self._tok, getattr(model, "generation_config", None))
+        try:
+            ids = torch.tensor([prompt])
+            with self._gen_lock, torch.inference_mode():
+                model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                    repetition_penalty=self.config.repetition_penalty,
+                    streamer=_Streamer(),
+                    stopping_criteria=StoppingCriteriaList([_Stop()]),
+                    pad_token_id=self._tok.eos_token_id,
+                )
+        except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
+            emit(exc)
+        finally:
+            emit(END)

@@ -1,0 +1,177 @@
+"""Continuous batching: one scheduler thread runs a batched decode step for every active sequence."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bot.errors import PluginError
+from plugins.responders.engine import KVCache, LlamaEngine
+from plugins.responders.textstream import TextStream
+
+log = logging.getLogger(__name__)
+
+END = object()  # emitted once, after the last delta (or after an exception)
+
+
+@dataclass
+class Model:
+    """What a request is generated with: an engine plus its cached system-prompt prefix (swapped atomically)."""
+
+    engine: LlamaEngine
+    eos: frozenset[int]
+    prefix: KVCache | None = None
+
+
+@dataclass
+class Request:
+    """One generation: prompt ids in, text deltas (then END) out through `emit`, called from the scheduler."""
+
+    model: Model
+    prompt: list[int]
+    max_new_tokens: int
+    text: TextStream
+    emit: Callable[[Any], None]
+    repetition_penalty: float = 1.0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cache: KVCache | None = None
+    generated: int = 0
+    last: int = -1
+    seen: torch.Tensor | None = None  # token ids the repetition penalty applies to
+
+
+class Scheduler:
+    """Admits requests between decode steps (up to `max_batch` at once) and frees a slot when one ends.
+
+    Args:
+        max_batch: the most sequences decoded together; further requests wait their turn.
+    """
+
+    def __init__(self, max_batch: int = 8) -> None:
+        self.max_batch = max_batch
+        self._pending: deque[Request] = deque()
+        self._active: list[Request] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.peak = 0  # the largest batch decoded so far (for tests and benchmarks)
+
+    @property
+    def active(self) -> int:
+        """How many sequences hold a slot now."""
+        return len(self._active)
+
+    def submit(self, request: Request) -> None:
+        """Queue a request; its deltas arrive through `request.emit`. Set `request.cancelled` to drop it."""
+        with self._wake:
+            self._pending.append(request)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="servicebot-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._active:
+                    self._wake.wait()
+                admit: list[Request] = []
+                while self._pending and len(self._active) + len(admit) < self.max_batch:
+                    admit.append(self._pending.popleft())
+            for request in admit:
+                self._guarded([request], self._start)
+            groups: dict[int, list[Request]] = {}
+            for request in self._active:  # sequences of a swapped-out model finish on the weights they began with
+                groups.setdefault(id(request.model), []).append(request)
+            for group in groups.values():
+                self._guarded(group, self._step)
+
+    def _guarded(self, requests: list[Request], work: Callable[[list[Request]], None]) -> None:
+        try:
+            with torch.inference_mode():
+                work(requests)
+        except BaseException as exc:  # one failed request never stops the scheduler or the others
+            log.exception("generation failed")
+            for request in requests:
+                self._finish(request, exc)
+
+    def _start(self, requests: list[Request]) -> None:
+        request = requests[0]
+        if request.cancelled.is_set():
+            self._finish(request)
+            return
+        engine, prefix = request.model.engine, request.model.prefix
+        request.cache = cache = engine.new_cache(len(request.prompt) + request.max_new_tokens)
+        if len(request.prompt) >= cache.capacity:
+            raise PluginError(f"The conversation is too long for the model's {cache.capacity}-token context.")
+        ids = request.prompt
+        if prefix is not None and prefix.length < len(ids) and ids[: prefix.length] == prefix.tokens:
+            cache.copy_from(prefix)
+            ids = ids[prefix.length :]
+        logits = engine.prefill(ids, cache)
+        if request.repetition_penalty != 1.0:
+            request.seen = torch.tensor(sorted(set(request.prompt)))
+        self._active.append(request)
+        self._advance(request, logits)
+
+    def _step(self, group: list[Request]) -> None:
+        for request in [r for r in group if r.cancelled.is_set()]:  # a client went away: free its slot now
+            self._finish(request)
+            group.remove(request)
+        if not group:
+            return
+        self.peak = max(self.peak, len(group))
+        caches = [r.cache for r in group if r.cache is not None]
+        logits = group[0].model.engine.decode([r.last for r in group], caches)
+        for request, row in zip(group, logits, strict=True):
+            self._advance(request, row)
+
+    def _advance(self, request: Request, logits: torch.Tensor) -> None:
+        """Pick the next token greedily, emit its text, and end the request when it is done."""
+        if request.cancelled.is_set():
+            self._finish(request)
+            return
+        if request.seen is not None:  # transformers' repetition penalty, over prompt and answer so far
+            p = request.repetition_penalty
+            scores = logits[request.seen]
+            logits[request.seen] = torch.where(scores < 0, scores * p, scores / p)
+        token = int(logits.argmax())
+        request.generated += 1
+        if token in request.model.eos:
+            self._finish(request)
+            return
+        request.last = token
+        if request.seen is not None and not bool((request.seen == token).any()):
+            request.seen = torch.cat((request.seen, torch.tensor([token])))
+        request.emit(request.text.push(token))
+        full = request.cache is not None and request.cache.length >= request.cache.capacity
+        if request.text.stopped or request.generated >= request.max_new_tokens or full:
+            self._finish(request)
+
+    def _finish(self, request: Request, error: BaseException | None = None) -> None:
+        if request in self._active:
+            self._active.remove(request)
+        request.cache = None  # the slot's memory goes back now, not when the caller lets go
+        if error is None and not request.cancelled.is_set():
+            tail = request.text.flush()
+            if tail:
+                request.emit(tail)
+        elif error is not None:
+            request.emit(error)
+        request.emit(END)
+
+
+def eos_ids(tokenizer: Any, generation_config: Any, extra: Sequence[int] = ()) -> frozenset[int]:
+    """Token ids that end an answer: the tokenizer's and the generation config's end-of-sequence ids."""
+    ids = set(extra)
+    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)

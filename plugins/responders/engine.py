@@ -1,0 +1,192 @@
+"""A compact CPU decode engine for Llama-family models: fused weights, per-sequence KV caches, batched steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Quantize = Literal["none", "int8", "bf16"]
+
+
+def supports(model: Any) -> bool:
+    """Whether the engine can run this transformers model (plain Llama decoders); others use `generate`."""
+    cfg = getattr(model, "config", None)
+    return (
+        cfg is not None
+        and getattr(cfg, "model_type", "") == "llama"
+        and getattr(cfg, "hidden_act", "") == "silu"
+        and getattr(cfg, "pretraining_tp", 1) == 1
+        and type(model).__name__ == "LlamaForCausalLM"
+    )
+
+
+@dataclass
+class KVCache:
+    """The keys and values of one sequence, preallocated to `capacity` positions; `length` are filled."""
+
+    keys: list[Tensor]  # per layer: [kv_heads, capacity, head_dim]
+    values: list[Tensor]
+    capacity: int
+    length: int = 0
+    tokens: list[int] = field(default_factory=list)
+
+    def copy_from(self, other: KVCache) -> None:
+        """Start this cache with another's contents (e.g. a cached system-prompt prefix)."""
+        n = other.length
+        for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
+            dst[:, :n].copy_(src[:, :n])
+        self.length, self.tokens = n, list(other.tokens)
+
+
+class _Layer(nn.Module):
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o = _fuse([attn.o_proj])
+        self.gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
+        self.down = _fuse([mlp.down_proj])
+        self.norm1 = layer.input_layernorm.weight.detach().clone()
+        self.norm2 = layer.post_attention_layernorm.weight.detach().clone()
+
+
+def _fuse(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing the given ones side by side (one matmul instead of several)."""
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=linears[0].bias is not None)
+    fused.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    if linears[0].bias is not None:
+        fused.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]).clone(), requires_grad=False)
+    return fused
+
+
+class LlamaEngine:
+    """Runs prefill and batched decode steps for a transformers Llama model with its own weight copies.
+
+    Args:
+        model: a loaded `LlamaForCausalLM` (any checkpoint; LoRA already merged if wanted).
+        quantize: `int8` (dynamic per-row int8 matmuls), `bf16` (bfloat16 weights) or `none` (float32).
+    """
+
+    def __init__(self, model: Any, quantize: Quantize = "none") -> None:
+        cfg = model.config
+        self.quantize = quantize
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.vocab = cfg.vocab_size
+        self.max_positions = cfg.max_position_embeddings
+        inner = model.model
+        self.embed = inner.embed_tokens.weight.detach().clone()
+        self.final_norm = inner.norm.weight.detach().clone()
+        rotary = inner.rotary_emb
+        self._inv_freq = rotary.inv_freq.detach().float().clone()
+        self._rope_scale = float(rotary.attention_scaling)
+        blocks = nn.ModuleList([_Layer(layer) for layer in inner.layers])
+        blocks.append(_fuse([model.lm_head]))
+        if quantize == "int8":
+            from torch.ao.quantization import quantize_dynamic
+
+            blocks = quantize_dynamic(blocks, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        elif quantize == "bf16":
+            blocks = blocks.to(torch.bfloat16)
+        self._dtype = torch.bfloat16 if quantize == "bf16" else torch.float32
+        self.layers: list[Any] = list(blocks)[:-1]
+        self.lm_head: nn.Module = blocks[-1]
+        for layer in self.layers:  # norms stay float32 (as transformers computes them)
+            layer.norm1, layer.norm2 = layer.norm1.float(), layer.norm2.float()
+        self._cos = torch.empty(0)
+        self._sin = torch.empty(0)
+
+    def new_cache(self, capacity: int) -> KVCache:
+        """An empty KV cache for one sequence of up to `capacity` tokens."""
+        capacity = min(capacity, self.max_positions)
+        shape = (self.kv_heads, capacity, self.head_dim)
+        n = len(self.layers)
+        return KVCache([torch.empty(shape) for _ in range(n)], [torch.empty(shape) for _ in range(n)], capacity)
+
+    def _rope(self, upto: int) -> tuple[Tensor, Tensor]:
+        if self._cos.shape[0] < upto:  # the same float math as transformers' rotary embedding
+            size = max(upto, 2 * self._cos.shape[0], 256)
+            freqs = torch.arange(size).float()[:, None] * self._inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            self._cos, self._sin = emb.cos() * self._rope_scale, emb.sin() * self._rope_scale
+        return self._cos, self._sin
+
+    @torch.inference_mode()
+    def prefill(self, ids: list[int], cache: KVCache) -> Tensor:
+        """Append `ids` to the sequence in `cache`; return the next-token logits (float32, [vocab]).
+
+        Raises:
+            ValueError: the sequence would not fit in the cache.
+        """
+        start = cache.length
+        if start + len(ids) > cache.capacity:
+            raise ValueError(f"{start + len(ids)} tokens do not fit a {cache.capacity}-token context.")
+        x = F.embedding(torch.tensor([ids]), self.embed)
+        positions = torch.arange(start, start + len(ids))
+        out = self._forward(x, [cache], positions[None, :])
+        cache.tokens.extend(ids)
+        return out[0]
+
+    @torch.inference_mode()
+    def decode(self, tokens: list[int], caches: list[KVCache]) -> Tensor:
+        """One step for several sequences at once: token i extends caches[i]; returns logits [batch, vocab]."""
+        for cache in caches:
+            if cache.length + 1 > cache.capacity:
+                raise ValueError(f"The {cache.capacity}-token context is full.")
+        x = F.embedding(torch.tensor(tokens)[:, None], self.embed)
+        positions = torch.tensor([[c.length] for c in caches])
+        out = self._forward(x, caches, positions)
+        for cache, token in zip(caches, tokens, strict=True):
+            cache.tokens.append(token)
+        return out
+
+    def _forward(self, x: Tensor, caches: list[KVCache], positions: Tensor) -> Tensor:
+        batch, steps, _ = x.shape
+        hd, nh, nkv = self.head_dim, self.heads, self.kv_heads
+        cos_t, sin_t = self._rope(int(positions.max()) + 1)
+        cos, sin = cos_t[positions][:, :, None, :], sin_t[positions][:, :, None, :]  # [B, T, 1, hd]
+        starts = [c.length for c in caches]
+        mask = None
+        if steps > 1:  # prefill after a cached prefix: token i sees the prefix and tokens <= i
+            total = starts[0] + steps
+            mask = torch.ones(steps, total, dtype=torch.bool).tril(diagonal=starts[0])
+        half = hd // 2
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), layer.norm1, self.eps)
+            qkv = layer.qkv(h.to(self._dtype)).float()
+            qk = qkv[..., : (nh + nkv) * hd].view(batch, steps, nh + nkv, hd)
+            rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+            qk = qk * cos + rotated * sin
+            q = qk[:, :, :nh].transpose(1, 2)  # [B, nh, T, hd]
+            k = qk[:, :, nh:].transpose(1, 2)
+            v = qkv[..., (nh + nkv) * hd :].view(batch, steps, nkv, hd).transpose(1, 2)
+            outs = []
+            for b, cache in enumerate(caches):
+                end = starts[b] + steps
+                cache.keys[i][:, starts[b] : end] = k[b]
+                cache.values[i][:, starts[b] : end] = v[b]
+                outs.append(
+                    F.scaled_dot_product_attention(
+                        q[b : b + 1],
+                        cache.keys[i][None, :, :end],
+                        cache.values[i][None, :, :end],
+                        attn_mask=mask,
+                        enable_gqa=True,
+                    )
+                )
+            attn = (torch.cat(outs) if batch > 1 else outs[0]).transpose(1, 2).reshape(batch, steps, nh * hd)
+            x = x + layer.o(attn.to(self._dtype)).float()
+            h = F.rms_norm(x, (x.shape[-1],), layer.norm2, self.eps)
+            gate, up = layer.gate_up(h.to(self._dtype)).float().chunk(2, dim=-1)
+            x = x + layer.down((F.silu(gate) * up).to(self._dtype)).float()
+        for b, cache in enumerate(caches):
+            cache.length = starts[b] + steps
+        last = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
+        logits: Tensor = self.lm_head(last.to(self._dtype)).float()
+        return logits

@@ -1,0 +1,185 @@
+"""The fast decode engine and its scheduler on a tiny random Llama: same tokens as transformers, batching, stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.contracts import Message, Passage, Turn
+from bot.errors import PluginError
+from plugins.responders.engine import LlamaEngine, supports
+from plugins.responders.hf import HFResponder
+from plugins.responders.prompt import build_messages
+from plugins.responders.textstream import TextStream
+
+PASSAGES = [Passage("p#0", "Reset your password in Settings > Security. The link is valid for 30 minutes.", 0.9)]
+QUESTIONS = ["forgot my password", "where is my parcel", "the camera is offline again", "cancel my plan please"]
+
+
+def turn(text: str) -> Turn:
+    return Turn((Message("user", text),))
+
+
+def responder(model: Path, **kw: Any) -> HFResponder:
+    return HFResponder(HFResponder.Config(model=str(model), **kw))
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_llama: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def prompt_ids(tok: Any, text: str) -> list[int]:
+    enc = tok.apply_chat_template(build_messages(turn(text), PASSAGES), add_generation_prompt=True, return_dict=True)
+    return list(enc["input_ids"])
+
+
+def engine_greedy(engine: LlamaEngine, ids: list[int], n: int) -> list[int]:
+    cache = engine.new_cache(len(ids) + n)
+    out = [int(engine.prefill(ids, cache).argmax())]
+    while len(out) < n:
+        out.append(int(engine.decode([out[-1]], [cache])[0].argmax()))
+    return out
+
+
+def hf_greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return [int(t) for t in out[0, len(ids) :]]
+
+
+async def answer(r: HFResponder, text: str) -> str:
+    return "".join([d async for d in r.stream(turn(text), PASSAGES)])
+
+
+def test_engine_runs_llama_models_only(hf: tuple[Any, Any]) -> None:
+    model, _ = hf
+    assert supports(model)
+    assert not supports(object())
+
+
+@pytest.mark.parametrize("text", QUESTIONS)
+def test_fast_engine_greedy_tokens_equal_transformers_float32(hf: tuple[Any, Any], text: str) -> None:
+    model, tok = hf
+    ids = prompt_ids(tok, text)
+    assert engine_greedy(LlamaEngine(model), ids, 24) == hf_greedy(model, ids, 24)
+
+
+def test_prefix_cache_start_equals_cold_start(hf: tuple[Any, Any]) -> None:
+    import torch
+
+    model, tok = hf
+    engine = LlamaEngine(model)
+    ids = prompt_ids(tok, "forgot my password")
+    prefix = engine.new_cache(20)
+    engine.prefill(ids[:20], prefix)
+    warm = engine.new_cache(len(ids) + 1)
+    warm.copy_from(prefix)
+    warm_logits = engine.prefill(ids[20:], warm)
+    cold_logits = engine.prefill(ids, engine.new_cache(len(ids) + 1))
+    assert torch.allclose(warm_logits, cold_logits, atol=1e-4)
+    assert warm.tokens == ids
+
+
+@pytest.mark.parametrize("quantize", ["int8", "bf16"])
+def test_quantized_engines_stay_close_to_float32(hf: tuple[Any, Any], quantize: str) -> None:
+    import torch
+
+    model, tok = hf
+    ids = prompt_ids(tok, "where is my parcel")
+    full = LlamaEngine(model).prefill(ids, LlamaEngine(model).new_cache(len(ids)))
+    quant = LlamaEngine(model, quantize).prefill(ids, LlamaEngine(model, quantize).new_cache(len(ids)))  # type: ignore[arg-type]
+    assert quant.dtype == torch.float32 and quant.shape == full.shape
+    assert torch.nn.functional.cosine_similarity(quant, full, dim=0) > 0.98
+
+
+async def test_responder_fast_and_transformers_engines_give_the_same_answers(tiny_llama: Path) -> None:
+    fast = responder(tiny_llama, max_new_tokens=20, quantize="none")
+    slow = responder(tiny_llama, max_new_tokens=20, engine="transformers")
+    for text in QUESTIONS:
+        assert await answer(fast, text) == await answer(slow, text)
+    assert fast._serving is not None and fast._serving.fast is not None and fast._serving.fast.prefix is not None
+
+
+async def test_batched_answers_equal_one_at_a_time(tiny_llama: Path) -> None:
+    single = responder(tiny_llama, max_new_tokens=24, quantize="none", max_batch=1)
+    alone = [await answer(single, text) for text in QUESTIONS]
+    batched = responder(tiny_llama, max_new_tokens=24, quantize="none", max_batch=4)
+    together = await asyncio.gather(*(answer(batched, text) for text in QUESTIONS))
+    assert list(together) == alone
+    assert batched._scheduler.peak > 1  # they really were decoded in one batch
+
+
+async def test_requests_beyond_max_batch_wait_for_a_slot(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=16, quantize="none", max_batch=2)
+    answers = await asyncio.gather(*(answer(r, text) for text in QUESTIONS * 2))
+    assert answers[:4] == answers[4:]
+    assert r._scheduler.peak == 2
+
+
+async def wait_idle(r: HFResponder, seconds: float = 5.0) -> float:
+    start = time.perf_counter()
+    while r._scheduler.active and time.perf_counter() - start < seconds:
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - start
+
+
+async def test_client_going_away_frees_its_slot(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=1500, repetition_penalty=1.0)
+    stream = r.stream(turn("forgot my password"), PASSAGES)
+    assert isinstance(stream, AsyncGenerator)
+    await stream.__anext__()
+    assert r._scheduler.active == 1
+    await stream.aclose()  # the client went away
+    assert await wait_idle(r) < 5 and r._scheduler.active == 0
+
+
+async def test_timeout_ends_the_request_and_frees_its_slot(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=1500, repetition_penalty=1.0, timeout_s=0.5)
+    r.warm()
+    received = []
+    with pytest.raises(TimeoutError):
+        async for delta in r.stream(turn("forgot my password"), PASSAGES):
+            received.append(delta)
+            await asyncio.sleep(0.1)  # a slow reader: the deadline covers the whole answer
+    assert 1 <= len(received) <= 6
+    assert await wait_idle(r) < 5 and r._scheduler.active == 0
+
+
+@pytest.mark.parametrize("engine", ["fast", "transformers"])
+async def test_stop_sequence_ends_the_answer_before_it(tiny_llama: Path, engine: str) -> None:
+    free = await answer(responder(tiny_llama, max_new_tokens=30, engine=engine), "where is my parcel")
+    stop = free.strip()[6:9]
+    assert len(stop) == 3 and stop in free
+    stopped = await answer(responder(tiny_llama, max_new_tokens=30, engine=engine, stop=[stop]), "where is my parcel")
+    assert stopped == free[: free.index(stop)]
+
+
+async def test_too_long_conversation_is_a_clear_error_and_the_next_request_works(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=8)
+    with pytest.raises(PluginError, match="too long for the model's"):
+        await answer(r, "password reset link " * 1500)
+    assert r._scheduler.active == 0
+    assert await answer(r, "forgot my password") == await answer(r, "forgot my password")
+
+
+def test_text_stream_holds_back_a_possible_stop_sequence(hf: tuple[Any, Any]) -> None:
+    _, tok = hf
+    ids = tok("Reset your password. END of answer")["input_ids"]
+    text = TextStream(tok, ["END"])
+    deltas = []
+    for token in ids:
+        deltas.append(text.push(token))
+        if text.stopped:
+            break
+    assert text.stopped and "".join(deltas) + text.flush() == "Reset your password. "
+    assert len(deltas) <= len(ids)
