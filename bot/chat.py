@@ -13,7 +13,7 @@ import gradio as gr
 from bot.appstate import TOO_FAST, AppState
 from bot.contracts import Message, Turn
 from bot.errors import InputError
-from bot.markup import ChatHistory, escape_markdown, render_reply, render_stored, to_raw_messages
+from bot.markup import ChatHistory, escape_answer, escape_markdown, render_reply, render_stored, to_raw_messages
 from bot.pipeline import Delta
 from bot.service import parse_messages
 
@@ -111,7 +111,7 @@ def build_chat(state: AppState) -> gr.Blocks:
             async for event in service.stream(messages, conversation):
                 if isinstance(event, Delta):
                     shown += event.text
-                    yield [*history, {"role": "assistant", "content": shown}], conversation, ids
+                    yield [*history, {"role": "assistant", "content": escape_answer(shown)}], conversation, ids
                     continue
                 ids[str(len(history))] = await state.record_turn(conversation, "web", messages[-1].content, event)
                 yield [*history, {"role": "assistant", "content": render_reply(event)}], conversation, ids

@@ -40,6 +40,22 @@ def unescape_markdown(text: str) -> str:
     return _MD_ESCAPE.sub(r"\1", text)
 
 
+_ANSWER_ACTIVE = re.compile(r"([<>&\[\]])")
+
+
+def escape_answer(text: str) -> str:
+    """An answer's Markdown with raw HTML, links and images neutralised (emphasis and lists still render).
+
+    Answers quote knowledge-base text and model output, neither of which may put markup or remote images in the page.
+    """
+    return _ANSWER_ACTIVE.sub(r"\\\1", text)
+
+
+def unescape_answer(text: str) -> str:
+    """Undo `escape_answer`."""
+    return re.sub(r"\\([<>&\[\]])", r"\1", text)
+
+
 def render_reply(reply: Reply) -> str:
     """The final answer as shown in the chat: the policy's answer, then each source document once.
 
@@ -51,8 +67,8 @@ def render_reply(reply: Reply) -> str:
     """
     listed = sources(reply)
     if not listed:
-        return reply.answer
-    return reply.answer + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)
+        return escape_answer(reply.answer)
+    return escape_answer(reply.answer) + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)
 
 
 def _source_line(source: dict[str, Any]) -> str:
@@ -95,7 +111,7 @@ def to_raw_messages(history: ChatHistory) -> list[dict[str, str]]:
         if role == "user":
             raw.append({"role": "user", "content": unescape_markdown(text)})
         elif role == "assistant":
-            raw.append({"role": "assistant", "content": text.split(SOURCES_MARK, 1)[0]})
+            raw.append({"role": "assistant", "content": unescape_answer(text.split(SOURCES_MARK, 1)[0])})
     return raw
 
 
@@ -109,5 +125,6 @@ def render_stored(message: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", "content": f"**{who}** (Kestrel Home team): {escape_markdown(content)}"}
     listed = message.get("sources") or []
     if not listed:
-        return {"role": "assistant", "content": content}
-    return {"role": "assistant", "content": content + SOURCES_MARK + "\n".join(_source_line(s) for s in listed)}
+        return {"role": "assistant", "content": escape_answer(content)}
+    cited = SOURCES_MARK + "\n".join(_source_line(s) for s in listed)
+    return {"role": "assistant", "content": escape_answer(content) + cited}

@@ -131,6 +131,18 @@ def test_source_titles_are_escaped_and_listed_once() -> None:
     assert rendered(block) == f"<ul>\n<li>{html.escape(evil)} (evil-doc)</li>\n</ul>\n"
 
 
+@pytest.mark.parametrize(
+    "answer",
+    ['Tap <img src=x onerror="x()"> now', "See ![t](http://evil.example/t.png) and [here](javascript:x())", "a & b"],
+)
+def test_answers_keep_emphasis_but_never_render_html_links_or_images(answer: str) -> None:
+    reply = Reply(f"**Note:** {answer}", refused=False, handoff=False, sources=(), verdicts=())
+    shown = rendered(render_reply(reply))
+    assert "<strong>Note:</strong>" in shown
+    assert "<img" not in shown and "<a " not in shown and "onerror=" not in shown.replace("onerror=&quot;", "")
+    assert to_raw_messages([{"role": "assistant", "content": render_reply(reply)}])[0]["content"] == reply.answer
+
+
 class FailingRetriever:
     """Honest Retriever whose backing store has gone away."""
 
