@@ -11,7 +11,7 @@ from conftest_web import OPERATOR_PASSWORD
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from bot.chat import TO_HUMAN
-from bot.config import GuardsSettings, PluginSpec, Settings
+from bot.config import GuardsSettings, KnowledgeSettings, PluginSpec, Settings
 from bot.records import Records
 from bot.service import Service
 
@@ -57,7 +57,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Callable[..., Abstract
         data_dir=tmp / "data",
         responder=PluginSpec(name="extractive"),
         guards=GuardsSettings(input=[PluginSpec(name="max_length"), PluginSpec(name="instruction_override")]),
-        knowledge={"source": kb},
+        knowledge=KnowledgeSettings(source=kb),
     )
     service = Service.start(settings, warm=False)
     service.records = Records(tmp / "servicebot.db")
