@@ -6,7 +6,8 @@ the figures measure the web stack, guards and retrieval rather than a CPU-bound 
 then for each level runs that many sessions, each sending turns back to back over /v1/chat/completions with
 stream=true (with --think, a random pause of 0..2x that many seconds between turns). Every fourth turn is an
 instruction-override attack that the guards block. Prints errors, turns/s, p50/p95 latency, time to first token,
-and the blocked turns' latency per level; 1 session is the baseline.
+and the blocked turns' latency per level; 1 session is the baseline. Then opens the chat page in Chromium a few
+times and prints how long until its input is enabled.
 """
 
 from __future__ import annotations
@@ -161,11 +162,35 @@ def start_server(config: Path | None, work: Path) -> tuple[subprocess.Popen[byte
     raise SystemExit("bot serve did not come up within 10 minutes")
 
 
+def page_ready(url: str, loads: int) -> tuple[list[float], list[float]]:
+    """Seconds from opening the chat page to its input being enabled, in Chromium; /healthz as the baseline."""
+    from playwright.sync_api import sync_playwright
+
+    ready, health = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        for _ in range(loads):
+            context = browser.new_context()  # a first visit each time: nothing cached
+            page = context.new_page()
+            start = time.perf_counter()
+            page.goto(f"{url}/healthz")
+            health.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            page.goto(f"{url}/", wait_until="commit")
+            page.locator("#question textarea").wait_for(state="visible", timeout=30_000)
+            page.wait_for_function("!document.querySelector('#question textarea').disabled")
+            ready.append(time.perf_counter() - start)
+            context.close()
+        browser.close()
+    return ready, health
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each level runs")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--think", type=float, default=0.0, help="mean seconds a session waits between turns")
+    parser.add_argument("--page-loads", type=int, default=5, help="times to open the chat page in Chromium")
     parser.add_argument("--config", type=Path, default=None, help="a servicebot YAML to serve instead of the demo")
     args = parser.parse_args()
     qa = (ROOT / "knowledge/demo/qa.jsonl").read_text(encoding="utf-8").splitlines()
@@ -194,6 +219,13 @@ def main() -> None:
                 )
                 for error in sorted(set(lv.errors))[:5]:
                     print(f"         error: {error} (x{lv.errors.count(error)})")
+            if args.page_loads and Path("/usr/bin/chromium").exists():
+                ready, health = page_ready(url, args.page_loads)
+                print(
+                    f"chat page usable (input enabled) after: median {statistics.median(ready):.2f} s, "
+                    f"max {max(ready):.2f} s over {len(ready)} fresh loads (baseline GET /healthz in the browser: "
+                    f"median {statistics.median(health) * 1000:.0f} ms)"
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
