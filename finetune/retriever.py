@@ -1,0 +1,199 @@
+"""Knowledge-guided contrastive tuning of the embedder: InfoNCE over answering chunks, in-batch and hard negatives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.config import Settings
+from bot.errors import ServicebotError
+from finetune.data import _qa_check
+from finetune.jsonl import read_jsonl
+from finetune.metrics import containment
+from finetune.store import save_atomically
+
+
+class RetrieverConfig(BaseModel):
+    """One retriever-tuning run."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "kestrel-minilm"
+    base: str = "default"  # the embedder to start from: default (all-MiniLM-L6-v2) or a local folder
+    qa_file: Path = Path("knowledge/demo/qa.jsonl")  # its train split gives the queries; held-out only evaluates
+    seed: int = 7
+    epochs: int = Field(default=3, ge=1)
+    lr: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=16, ge=2)
+    tau: float = Field(default=0.05, gt=0)  # InfoNCE temperature
+    hard_negatives: int = Field(default=2, ge=0)  # per query, mined with the base model
+    headings: bool = True  # also "title: section" -> chunk pairs (knowledge-augmented queries)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A query, its positive chunk, and hard negatives (chunk indices); `docs` are the query's right articles."""
+
+    query: str
+    positive: int
+    negatives: tuple[int, ...]
+    docs: frozenset[str]
+
+
+def corpus(settings: Settings) -> list[Any]:
+    """Every chunk of the knowledge source, cut exactly as the index cuts it."""
+    from knowledge.chunking import chunk_document
+    from knowledge.documents import load_folder
+
+    docs, _ = load_folder(settings.knowledge.source, int(settings.knowledge.max_file_mb * 1e6))
+    chunks = [
+        c for d in docs for c in chunk_document(d, settings.knowledge.chunk_size, settings.knowledge.chunk_overlap)
+    ]
+    if not chunks:
+        raise ServicebotError(f"No chunks in {settings.knowledge.source}: nothing to tune the retriever on.")
+    return chunks
+
+
+def _encode(model: Any, texts: Sequence[str], batch: int = 64) -> Any:
+    return model.encode(list(texts), batch_size=batch, normalize_embeddings=True, convert_to_tensor=True)
+
+
+def rank_eval(model: Any, chunks: Sequence[Any], questions: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Document-level recall@5 and MRR of vector search over all chunks (exact cosine)."""
+    from knowledge.evaluation import scores
+
+    if not questions:
+        return {}
+    import torch
+
+    with torch.no_grad():
+        c = _encode(model, [ch.text for ch in chunks])
+        q = _encode(model, [r["question"] for r in questions])
+    rows = []
+    for i, row in enumerate(questions):
+        order = torch.argsort(c @ q[i], descending=True).tolist()
+        ranked: list[str] = []
+        for j in order:
+            if chunks[j].doc_id not in ranked:
+                ranked.append(chunks[j].doc_id)
+            if len(ranked) >= 20:
+                break
+        rows.append(scores(ranked, row["article_ids"]))
+    return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in ("recall@5", "mrr")}
+
+
+def build_pairs(model: Any, chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> list[Pair]:
+    """Queries with the chunk that answers them (the gold article's chunk holding most of the reference answer)."""
+    import torch
+
+    queries: list[tuple[str, int, frozenset[str]]] = []
+    for row in train:
+        gold = [i for i, ch in enumerate(chunks) if ch.doc_id in row["article_ids"]]
+        if gold:
+            best = max(gold, key=lambda i: containment(chunks[i].text, row["answer"]))
+            queries.append((row["question"], best, frozenset(row["article_ids"])))
+    if cfg.headings:
+        for i, ch in enumerate(chunks):
+            section = ch.metadata.get("section") or ""
+            queries.append((f"{ch.metadata.get('title', '')}: {section}".strip(": "), i, frozenset([ch.doc_id])))
+    with torch.no_grad():
+        sims = _encode(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
+    pairs = []
+    for n, (query, pos, docs) in enumerate(queries):
+        ranked = torch.argsort(sims[n], descending=True).tolist()
+        hard = [j for j in ranked if chunks[j].doc_id not in docs][: cfg.hard_negatives]
+        pairs.append(Pair(query, pos, tuple(hard), docs))
+    return pairs
+
+
+def info_nce(model: Any, batch: Sequence[Pair], chunks: Sequence[Any], tau: float) -> Any:
+    """InfoNCE: each query against every positive and hard negative in the batch; same-article chunks are masked."""
+    import torch
+    import torch.nn.functional as F
+
+    candidates = list(dict.fromkeys([p.positive for p in batch] + [j for p in batch for j in p.negatives]))
+
+    def embed(texts: list[str]) -> Any:
+        features = model.tokenize(texts)
+        return F.normalize(model(features)["sentence_embedding"], dim=-1)
+
+    q, c = embed([p.query for p in batch]), embed([chunks[j].text for j in candidates])
+    logits = q @ c.T / tau
+    mask = torch.tensor(
+        [[chunks[j].doc_id in p.docs and j != p.positive for j in candidates] for p in batch], dtype=torch.bool
+    )
+    logits = logits.masked_fill(mask, float("-inf"))  # another chunk of a right article is no negative
+    target = torch.tensor([candidates.index(p.positive) for p in batch])
+    return F.cross_entropy(logits, target)
+
+
+def tune(
+    settings: Settings, cfg: RetrieverConfig, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Tune the embedder, report recall@5 and MRR on held-out questions before and after, save it with a card.
+
+    Raises:
+        ServicebotError: no chunks, or no training question.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from knowledge.embedder import default_model_path
+
+    rows = read_jsonl(cfg.qa_file, _qa_check, strict=True)
+    train = [r for r in rows if r.get("split") == "train"]  # held-out questions only ever evaluate
+    heldout = [r for r in rows if r.get("split") != "train"]
+    if not train:
+        raise ServicebotError(f"{cfg.qa_file} has no training questions (split: train).")
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(str(default_model_path()) if cfg.base == "default" else cfg.base, device="cpu")
+    chunks = corpus(settings)
+    before = {"heldout": rank_eval(model, chunks, heldout), "train": rank_eval(model, chunks, train)}
+    pairs = build_pairs(model, chunks, train, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * -(-len(pairs) // cfg.batch_size)
+    rng, done, t0, losses = random.Random(cfg.seed), 0, time.perf_counter(), []
+    model.train()
+    for _ in range(cfg.epochs):
+        order = rng.sample(pairs, len(pairs))
+        for i in range(0, len(order), cfg.batch_size):
+            loss = info_nce(model, order[i : i + cfg.batch_size], chunks, cfg.tau)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            done += 1
+            if progress:
+                progress(done, steps)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    after = {"heldout": rank_eval(model, chunks, heldout), "train": rank_eval(model, chunks, train)}
+    fingerprint = hashlib.sha256(json.dumps([cfg.model_dump_json(), len(pairs), losses]).encode()).hexdigest()[:12]
+    card = {
+        "name": cfg.name,
+        "base": cfg.base,
+        "fingerprint": fingerprint,
+        "seed": cfg.seed,
+        "pairs": len(pairs),
+        "chunks": len(chunks),
+        "config": json.loads(cfg.model_dump_json()),
+        "train_s": round(seconds, 1),
+        "loss": {"first": round(losses[0], 4), "last": round(losses[-1], 4)},
+        "metrics": {"before": before, "after": after, "note": "vector search only, document level"},
+    }
+
+    def write(folder: Path) -> None:
+        model.save(str(folder))
+        (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+    target = save_atomically(settings.data_dir / "embedders" / cfg.name, write)
+    return {**card, "embedder": str(target)}
