@@ -140,6 +140,24 @@ def prepare(config: ConfigOpt = None) -> None:
     print("Ready.")
 
 
+@app.command()
+@friendly
+def adapters(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the responder's PEFT adapters (switch live in the operator console or via the YAML)."""
+    from bot.service import Service
+
+    found = Service.start(_settings(config), warm=False).adapters()
+    if as_json:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    for a in found or [{"name": "(none)", "method": "", "base_model": "", "active": False}]:
+        mark = "*" if a.get("active") else " "
+        print(f"{mark} {a['name']:<24} {a.get('method', ''):<8} {a.get('base_model', '')}")
+
+
 def load_command_plugins() -> None:
     """Let installed packages add commands: entry points in `servicebot.cli` are `register(groups)` hooks.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -86,3 +87,20 @@ def test_editing_only_the_adapter_in_the_yaml_switches_it_without_reloading_the_
     service.ask("hello")  # a turn notices the edited file
     assert service.pipeline.responder is responder
     assert [a["name"] for a in service.adapters() if a["active"]] == ["kind"]
+
+
+def test_bot_adapters_lists_them_and_a_responder_without_adapters_is_one_sentence(
+    service: Service, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    assert service.config_path is not None
+    listed = CliRunner().invoke(app, ["adapters", "--json", "--config", str(service.config_path)])
+    assert listed.exit_code == 0, listed.output
+    assert "kind" in [a["name"] for a in json.loads(listed.stdout)]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"data_dir: {tmp_path / 'data'}\nresponder: extractive\n")
+    refused = CliRunner().invoke(app, ["adapters", "--config", str(plain)])
+    assert refused.exit_code == 2 and "does not use adapters" in refused.output
