@@ -218,13 +218,14 @@ async def _stream(
                     yield chunk({"content": event.text})
                 continue
             reply: Reply = event
-            if not sent:  # nothing streamed yet (guarded, refused, or no knowledge): send the answer word by word
-                for word in reply.answer.split(" "):
-                    piece = word if not sent else " " + word
-                    sent.append(piece)
-                    yield chunk({"content": piece})
+            tail = ""
+            if not sent:  # nothing streamed yet (guarded, refused, or no knowledge): the answer in one piece
+                sent.append(reply.answer)
+                tail = chunk({"content": reply.answer})
             state.record_later(conversation, "api", messages[-1].content, reply)
-            yield chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent)))
+            # One write for the rest: each write is a trip through the event loop, which is busy under load.
+            yield tail + chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent))) + "data: [DONE]\n\n"
+            return
     except Exception:
         log.exception("API stream failed")
         state.metrics.inc("servicebot_errors_total", channel="api")
