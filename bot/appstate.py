@@ -51,7 +51,7 @@ class AppState:
 
     @property
     def records(self) -> Records:
-        """The service's records (a service built without them gets an in-memory-free SQLite file in data_dir)."""
+        """The service's records (a service built without any gets a SQLite file in its data_dir)."""
         if self.service.records is None:
             self.service.records = Records(self.service.settings.data_dir / "servicebot.db")
         return self.service.records
