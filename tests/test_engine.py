@@ -90,7 +90,7 @@ def test_prefix_cache_start_equals_cold_start(hf: tuple[Any, Any]) -> None:
     assert warm.tokens == ids
 
 
-@pytest.mark.parametrize("quantize", ["int8", "bf16"])
+@pytest.mark.parametrize("quantize", ["int8", "fp16", "bf16"])
 def test_quantized_engines_stay_close_to_float32(hf: tuple[Any, Any], quantize: str) -> None:
     import torch
 

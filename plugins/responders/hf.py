@@ -44,7 +44,8 @@ class HFResponder:
         repetition_penalty: float = Field(default=1.05, ge=1.0)
         system_prompt: str = SYSTEM
         engine: Literal["fast", "transformers"] = "fast"  # fast: Llama models only; others use generate
-        quantize: Literal["none", "int8", "bf16"] = "int8"  # fast engine weights (int8 kept answers the same)
+        # Fast-engine weights. float32 by default: int8 changed most demo answers (see bench/generation.py).
+        quantize: Literal["none", "int8", "fp16", "bf16"] = "none"
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
         stop: list[str] = []
