@@ -65,7 +65,7 @@ def data_dir(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def responder(tiny_llama: Path, data_dir: Path, **kw: Any) -> HFResponder:
-    settings = Settings(data_dir=data_dir, responder={"name": "extractive"})
+    settings = Settings(data_dir=data_dir)
     config = HFResponder.Config(model=str(tiny_llama), max_new_tokens=16, **kw)
     return HFResponder(config, PluginContext(settings))
 

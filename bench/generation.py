@@ -1,0 +1,280 @@
+"""Generation speed of the `hf` responder on the default model: transformers vs our engine vs llama.cpp, one run.
+
+Run: .venv/bin/python bench/generation.py [--threads 2] [--repeats 3] [--questions 8] [--skip-serve]
+
+Prints, with the same thread count for every engine and medians over --repeats runs:
+  * single-stream time to first token on a ~600-token prompt and decode tokens/s for plain transformers
+    `generate` (the baseline), our engine per weight format, and llama.cpp on the packaged GGUF file;
+  * our speed as a ratio to llama.cpp's;
+  * 8 concurrent requests through the responder's scheduler: aggregate tokens/s vs a single stream;
+  * greedy-answer agreement with float32 transformers on demo questions (gold passages, our prompt builder);
+  * peak RSS of a real `bot serve` with the default model after a few turns over HTTP.
+
+llama.cpp comes from llama-cpp-python built from its PyPI source into var/bench-llamacpp-venv (not a dependency):
+  python3.11 -m venv var/bench-llamacpp-venv
+  CMAKE_BUILD_PARALLEL_LEVEL=2 var/bench-llamacpp-venv/bin/pip install --no-binary llama-cpp-python llama-cpp-python
+Without it that row is skipped (and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "knowledge" / "demo"
+LLAMACPP_PY = ROOT / "var" / "bench-llamacpp-venv" / "bin" / "python"
+DECODE = 64  # tokens generated per decode measurement
+
+LLAMACPP_SCRIPT = r"""
+import json, sys, time
+from llama_cpp import Llama
+path, threads, prompt, n, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=1024, verbose=False)
+ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+ttft, rate = [], []
+for _ in range(repeats):
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(ids)
+    first = time.perf_counter() - t
+    token = int(llm.sample(temp=0.0))
+    t = time.perf_counter()
+    for _ in range(n):
+        llm.eval([token])
+        token = int(llm.sample(temp=0.0))
+    rate.append(n / (time.perf_counter() - t))
+    ttft.append(first)
+print(json.dumps({"prompt_tokens": len(ids), "ttft": ttft, "rate": rate}))
+"""
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def demo_cases(n: int) -> list[tuple[str, list[Any]]]:
+    """Demo questions with their gold article as the passage (what the retriever returns at its best)."""
+    from bot.contracts import Passage
+
+    cases = []
+    for line in (DEMO / "qa.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        path = DEMO / "articles" / f"{row['article_ids'][0]}.md"
+        if path.is_file():
+            cases.append((row["question"], [Passage("p", path.read_text()[:2000], 0.9)]))
+    return cases[:n]
+
+
+def long_prompt(tok: Any, system: str, target: int = 600) -> tuple[list[int], list[dict[str, str]]]:
+    """A real grounded prompt of about `target` tokens: demo articles as passages plus a question."""
+    from bot.contracts import Message, Passage, Turn
+    from plugins.responders.prompt import build_messages
+
+    texts = [p.read_text() for p in sorted((DEMO / "articles").glob("*.md"))]
+    passages: list[Passage] = []
+    messages: list[dict[str, str]] = []
+    ids: list[int] = []
+    for text in texts:
+        words = text.split()
+        for cut in range(len(words), 0, -10):
+            trial = [*passages, Passage("p", " ".join(words[:cut]), 0.9)]
+            messages = build_messages(Turn((Message("user", "how do i reset my password?"),)), trial, system)
+            ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+            if len(ids) <= target:
+                passages = trial
+                break
+        if len(ids) >= target - 10:
+            break
+    return ids, messages
+
+
+def time_transformers(model: Any, ids: list[int], repeats: int) -> tuple[float, float]:
+    """Plain `generate`: TTFT from a 1-token run, decode rate from a DECODE-token run minus its first token."""
+    import torch
+
+    x = torch.tensor([ids])
+    ttft, rate = [], []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=0)
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            model.generate(x, max_new_tokens=DECODE + 1, min_new_tokens=DECODE + 1, do_sample=False, pad_token_id=0)
+            rate.append(DECODE / max(1e-9, time.perf_counter() - t - first))
+            ttft.append(first)
+    return median(ttft), median(rate)
+
+
+def time_engine(engine: Any, prefix: Any, ids: list[int], repeats: int) -> tuple[float, float]:
+    """Our engine as a request runs it: copy the cached system prefix, prefill the rest, then decode."""
+    ttft, rate = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        cache = engine.new_cache(len(ids) + DECODE + 1)
+        cache.copy_from(prefix)
+        token = int(engine.prefill(ids[prefix.length :], cache).argmax())
+        ttft.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(DECODE):
+            token = int(engine.decode([token], [cache])[0].argmax())
+        rate.append(DECODE / (time.perf_counter() - t))
+    return median(ttft), median(rate)
+
+
+def time_llamacpp(text: str, threads: int, repeats: int) -> dict[str, Any] | None:
+    from plugins.responders.model_cache import packaged_gguf
+
+    if not LLAMACPP_PY.exists():
+        return None
+    args = [str(LLAMACPP_PY), "-c", LLAMACPP_SCRIPT, str(packaged_gguf()), str(threads), text, str(DECODE)]
+    out = subprocess.run([*args, str(repeats)], capture_output=True, text=True, timeout=900, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def concurrent(responder: Any, cases: list[tuple[str, list[Any]]], n: int) -> tuple[float, float]:
+    """Aggregate tokens/s of `n` simultaneous requests, and of the same requests one after another."""
+    from bot.contracts import Message, Turn
+
+    async def one(question: str, passages: list[Any]) -> int:
+        return len([d async for d in responder.stream(Turn((Message("user", question),)), passages)])
+
+    picked = [cases[i % len(cases)] for i in range(n)]
+    t = time.perf_counter()
+    tokens = sum([await one(q, p) for q, p in picked])
+    single = tokens / (time.perf_counter() - t)
+    t = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(one(q, p) for q, p in picked)))
+    return single, tokens / (time.perf_counter() - t)
+
+
+async def agreement(cases: list[tuple[str, list[Any]]], responders: dict[str, Any]) -> dict[str, float]:
+    """Share of demo answers identical to float32 transformers' (greedy, same prompt)."""
+    from bot.contracts import Message, Turn
+
+    answers: dict[str, list[str]] = {}
+    for name, r in responders.items():
+        answers[name] = ["".join([d async for d in r.stream(Turn((Message("user", q),)), p)]).strip() for q, p in cases]
+    ref = answers.pop("transformers")
+    return {name: sum(a == b for a, b in zip(got, ref, strict=True)) / len(ref) for name, got in answers.items()}
+
+
+def serve_rss(turns: int) -> float:
+    """Peak RSS (MiB) of a real `bot serve` with the default config after `turns` chat requests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SERVICEBOT_API_KEYS": "bench-key"}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "bot"), "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        for q, _ in demo_cases(turns):
+            body = json.dumps({"model": "servicebot", "messages": [{"role": "user", "content": q}]}).encode()
+            req = urllib.request.Request(
+                f"{base}/v1/chat/completions",
+                body,
+                {"Content-Type": "application/json", "Authorization": "Bearer bench-key"},
+            )
+            urllib.request.urlopen(req, timeout=300).read()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--formats", default="none,fp16,int8")
+    parser.add_argument("--skip-serve", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from plugins.responders.hf import HFResponder
+
+    torch.set_num_threads(args.threads)
+    print(f"threads {args.threads}, repeats {args.repeats}, decode {DECODE} tokens", flush=True)
+    ref = HFResponder(HFResponder.Config(engine="transformers", threads=args.threads))
+    ref.warm()
+    model, tok = ref._base, ref._tok
+    ids, messages = long_prompt(tok, ref.config.system_prompt)
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    print(f"prompt {len(ids)} tokens", flush=True)
+
+    rows: dict[str, tuple[float, float]] = {
+        "transformers generate (baseline)": time_transformers(model, ids, args.repeats)
+    }
+    fast: dict[str, Any] = {}
+    for fmt in args.formats.split(","):
+        r = HFResponder(HFResponder.Config(quantize=fmt, threads=args.threads))  # type: ignore[arg-type]
+        r.warm()
+        assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
+        fast[fmt] = r
+        rows[f"our engine, {fmt} weights"] = time_engine(
+            r._serving.fast.engine, r._serving.fast.prefix, ids, args.repeats
+        )
+        print(f"  measured {fmt}", flush=True)
+    cpp = time_llamacpp(text, args.threads, args.repeats)
+    if cpp is not None:
+        rows[f"llama.cpp (Q4_1 GGUF, {cpp['prompt_tokens']} tok)"] = (median(cpp["ttft"]), median(cpp["rate"]))
+
+    print(f"\n{'single stream':<40} {'TTFT ms':>9} {'decode tok/s':>13}")
+    for name, (ttft, rate) in rows.items():
+        print(f"{name:<40} {ttft * 1000:9.0f} {rate:13.1f}")
+    if cpp is None:
+        print(f"llama.cpp: skipped (no {LLAMACPP_PY}; see the docstring for the build command)")
+    else:
+        for fmt in fast:
+            ttft, rate = rows[f"our engine, {fmt} weights"]
+            print(
+                f"ours/llama.cpp ({fmt}): decode speed {rate / median(cpp['rate']):.2f}x, "
+                f"TTFT speed {median(cpp['ttft']) / ttft:.2f}x"
+            )
+
+    cases = demo_cases(args.questions)
+    best = fast.get("none") or next(iter(fast.values()))
+    best.config.max_new_tokens = DECODE
+    single, together = asyncio.run(concurrent(best, cases, 8))
+    print(
+        f"\n8 concurrent requests ({best.config.quantize}): aggregate {together:.1f} tok/s vs one at a time "
+        f"{single:.1f} tok/s = {together / single:.2f}x (peak batch {best._scheduler.peak})"
+    )
+
+    for r in (ref, *fast.values()):
+        r.config.max_new_tokens = 48
+    agree = asyncio.run(agreement(cases, {"transformers": ref, **fast}))
+    print(f"\ngreedy answers identical to float32 transformers on {len(cases)} demo questions:")
+    for fmt, share in agree.items():
+        print(f"  our engine, {fmt} weights: {share:.0%}")
+    if not args.skip_serve:
+        print(f"\npeak RSS of bot serve (default config, 3 turns): {serve_rss(3):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
