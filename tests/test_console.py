@@ -13,6 +13,7 @@ import pytest
 from conftest_web import API_KEY, OPERATOR_PASSWORD, OPS_PASSWORD
 
 from bot.config import ServerSettings
+from bot.contracts import Reply
 from bot.records import Records
 from bot.service import Service
 
@@ -184,9 +185,7 @@ def test_ops_console_shows_health_reports_and_runs_a_rebuild_with_progress(url: 
     assert ops.get("/ops/").text.count("Last rebuild: built") == 1
 
 
-def _reply() -> object:
-    from bot.contracts import Reply
-
+def _reply() -> Reply:
     return Reply("Let me find someone.", False, True, (), (), 0, {}, "handoff")
 
 
