@@ -55,12 +55,15 @@ class _Layer(nn.Module):
 
 
 def _fuse(linears: list[nn.Linear]) -> nn.Linear:
-    """One Linear computing the given ones side by side (one matmul instead of several)."""
-    weight = torch.cat([lin.weight.detach() for lin in linears])
-    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=linears[0].bias is not None)
-    fused.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    """One Linear computing the given ones side by side (one matmul instead of several).
+
+    A single Linear shares the model's weight instead of copying it (conversions replace, never modify, it).
+    """
+    weight = torch.cat([lin.weight.detach() for lin in linears]) if len(linears) > 1 else linears[0].weight.detach()
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=linears[0].bias is not None, device="meta")
+    fused.weight = nn.Parameter(weight, requires_grad=False)
     if linears[0].bias is not None:
-        fused.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]).clone(), requires_grad=False)
+        fused.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]), requires_grad=False)
     return fused
 
 
@@ -82,7 +85,7 @@ class LlamaEngine:
         self.vocab = cfg.vocab_size
         self.max_positions = cfg.max_position_embeddings
         inner = model.model
-        self.embed = inner.embed_tokens.weight.detach().clone()
+        self.embed = inner.embed_tokens.weight.detach()
         self.final_norm = inner.norm.weight.detach().clone()
         rotary = inner.rotary_emb
         self._inv_freq = rotary.inv_freq.detach().float().clone()
