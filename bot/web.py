@@ -123,7 +123,7 @@ def create_app(service: Service, secrets: Secrets | None = None) -> fastapi.Fast
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
         # Blocking work (retrieval, model calls) runs on as many threads as there are cores: more only makes
         # them fight the event loop for the CPU, and every turn, even one a guard blocks at once, waits on the loop.
-        workers = int(os.environ.get("SERVICEBOT_WORKER_THREADS", "0")) or max(2, os.cpu_count() or 2)
+        workers = max(2, os.cpu_count() or 2)
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers, thread_name_prefix="servicebot"))
         yield
         state.close()  # pending storage writes finish before the process ends
