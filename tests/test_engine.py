@@ -183,3 +183,11 @@ def test_text_stream_holds_back_a_possible_stop_sequence(hf: tuple[Any, Any]) ->
             break
     assert text.stopped and "".join(deltas) + text.flush() == "Reset your password. "
     assert len(deltas) <= len(ids)
+
+
+@pytest.mark.slow
+async def test_default_model_fast_engine_answers_like_generate() -> None:
+    fast = HFResponder(HFResponder.Config(max_new_tokens=24))
+    slow = HFResponder(HFResponder.Config(max_new_tokens=24, engine="transformers"))
+    for text in QUESTIONS[:2]:
+        assert await answer(fast, text) == await answer(slow, text)
