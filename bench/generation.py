@@ -40,11 +40,11 @@ DECODE = 64  # tokens generated per decode measurement
 LLAMACPP_SCRIPT = r"""
 import json, sys, time
 from llama_cpp import Llama
-path, threads, prompt, n, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+path, threads, prompt, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=1024, verbose=False)
 ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-ttft, rate = [], []
-for _ in range(repeats):
+print(json.dumps({"prompt_tokens": len(ids)}), flush=True)
+for _ in sys.stdin:  # one measurement per line, so the caller can interleave it with its own
     llm.reset()
     t = time.perf_counter()
     llm.eval(ids)
@@ -54,9 +54,7 @@ for _ in range(repeats):
     for _ in range(n):
         llm.eval([token])
         token = int(llm.sample(temp=0.0))
-    rate.append(n / (time.perf_counter() - t))
-    ttft.append(first)
-print(json.dumps({"prompt_tokens": len(ids), "ttft": ttft, "rate": rate}))
+    print(json.dumps({"ttft": first, "rate": n / (time.perf_counter() - t)}), flush=True)
 """
 
 
@@ -100,49 +98,55 @@ def long_prompt(tok: Any, system: str, target: int = 600) -> tuple[list[int], li
     return ids, messages
 
 
-def time_transformers(model: Any, ids: list[int], repeats: int) -> tuple[float, float]:
+def time_transformers(model: Any, ids: list[int]) -> tuple[float, float]:
     """Plain `generate`: TTFT from a 1-token run, decode rate from a DECODE-token run minus its first token."""
     import torch
 
     x = torch.tensor([ids])
-    ttft, rate = [], []
     with torch.inference_mode():
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=0)
-            first = time.perf_counter() - t
-            t = time.perf_counter()
-            model.generate(x, max_new_tokens=DECODE + 1, min_new_tokens=DECODE + 1, do_sample=False, pad_token_id=0)
-            rate.append(DECODE / max(1e-9, time.perf_counter() - t - first))
-            ttft.append(first)
-    return median(ttft), median(rate)
+        t = time.perf_counter()
+        model.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=0)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        model.generate(x, max_new_tokens=DECODE + 1, min_new_tokens=DECODE + 1, do_sample=False, pad_token_id=0)
+        return first, DECODE / max(1e-9, time.perf_counter() - t - first)
 
 
-def time_engine(engine: Any, prefix: Any, ids: list[int], repeats: int) -> tuple[float, float]:
+def time_engine(engine: Any, prefix: Any, ids: list[int]) -> tuple[float, float]:
     """Our engine as a request runs it: copy the cached system prefix, prefill the rest, then decode."""
-    ttft, rate = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        cache = engine.new_cache(len(ids) + DECODE + 1)
-        cache.copy_from(prefix)
-        token = int(engine.prefill(ids[prefix.length :], cache).argmax())
-        ttft.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        for _ in range(DECODE):
-            token = int(engine.decode([token], [cache])[0].argmax())
-        rate.append(DECODE / (time.perf_counter() - t))
-    return median(ttft), median(rate)
+    t = time.perf_counter()
+    cache = engine.new_cache(len(ids) + DECODE + 1)
+    cache.copy_from(prefix)
+    token = int(engine.prefill(ids[prefix.length :], cache).argmax())
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(DECODE):
+        token = int(engine.decode([token], [cache])[0].argmax())
+    return first, DECODE / (time.perf_counter() - t)
 
 
-def time_llamacpp(text: str, threads: int, repeats: int) -> dict[str, Any] | None:
-    from plugins.responders.model_cache import packaged_gguf
+class LlamaCpp:
+    """llama.cpp in its own venv and process, measured on request (one line in, one JSON line out)."""
 
-    if not LLAMACPP_PY.exists():
-        return None
-    args = [str(LLAMACPP_PY), "-c", LLAMACPP_SCRIPT, str(packaged_gguf()), str(threads), text, str(DECODE)]
-    out = subprocess.run([*args, str(repeats)], capture_output=True, text=True, timeout=900, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    def __init__(self, text: str, threads: int) -> None:
+        from plugins.responders.model_cache import packaged_gguf
+
+        args = [str(LLAMACPP_PY), "-c", LLAMACPP_SCRIPT, str(packaged_gguf()), str(threads), text, str(DECODE)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.prompt_tokens = json.loads(self.proc.stdout.readline())["prompt_tokens"]
+
+    def measure(self) -> tuple[float, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        got = json.loads(self.proc.stdout.readline())
+        return got["ttft"], got["rate"]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(60)
 
 
 async def concurrent(responder: Any, cases: list[tuple[str, list[Any]]], n: int) -> tuple[float, float]:
@@ -227,35 +231,36 @@ def main() -> None:
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     print(f"prompt {len(ids)} tokens", flush=True)
 
-    rows: dict[str, tuple[float, float]] = {
-        "transformers generate (baseline)": time_transformers(model, ids, args.repeats)
-    }
     fast: dict[str, Any] = {}
     for fmt in args.formats.split(","):
         r = HFResponder(HFResponder.Config(quantize=fmt, threads=args.threads))  # type: ignore[arg-type]
         r.warm()
         assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
         fast[fmt] = r
-        rows[f"our engine, {fmt} weights"] = time_engine(
-            r._serving.fast.engine, r._serving.fast.prefix, ids, args.repeats
-        )
-        print(f"  measured {fmt}", flush=True)
-    cpp = time_llamacpp(text, args.threads, args.repeats)
+    cpp = LlamaCpp(text, args.threads) if LLAMACPP_PY.exists() else None
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for i in range(args.repeats):  # engines in rotation, so the shared machine's noise hits them alike
+        runs.setdefault("transformers generate (baseline)", []).append(time_transformers(model, ids))
+        for fmt, r in fast.items():
+            served = r._serving.fast
+            runs.setdefault(f"our engine, {fmt} weights", []).append(time_engine(served.engine, served.prefix, ids))
+        if cpp is not None:
+            runs.setdefault(f"llama.cpp (Q4_1 GGUF, {cpp.prompt_tokens} tok)", []).append(cpp.measure())
+        print(f"  repeat {i + 1} done", flush=True)
     if cpp is not None:
-        rows[f"llama.cpp (Q4_1 GGUF, {cpp['prompt_tokens']} tok)"] = (median(cpp["ttft"]), median(cpp["rate"]))
+        cpp.close()
+    rows = {name: (median([t for t, _ in xs]), median([r for _, r in xs])) for name, xs in runs.items()}
+    cpp_row = next((v for k, v in rows.items() if k.startswith("llama.cpp")), None)
 
     print(f"\n{'single stream':<40} {'TTFT ms':>9} {'decode tok/s':>13}")
     for name, (ttft, rate) in rows.items():
         print(f"{name:<40} {ttft * 1000:9.0f} {rate:13.1f}")
-    if cpp is None:
+    if cpp_row is None:
         print(f"llama.cpp: skipped (no {LLAMACPP_PY}; see the docstring for the build command)")
     else:
         for fmt in fast:
             ttft, rate = rows[f"our engine, {fmt} weights"]
-            print(
-                f"ours/llama.cpp ({fmt}): decode speed {rate / median(cpp['rate']):.2f}x, "
-                f"TTFT speed {median(cpp['ttft']) / ttft:.2f}x"
-            )
+            print(f"ours/llama.cpp ({fmt}): decode speed {rate / cpp_row[1]:.2f}x, TTFT speed {cpp_row[0] / ttft:.2f}x")
 
     cases = demo_cases(args.questions)
     best = fast.get("none") or next(iter(fast.values()))
