@@ -170,7 +170,7 @@ def tune(
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             done += 1
             if progress:
                 progress(done, steps)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.config import Settings, describe_error
 from bot.contracts import Passage
 from bot.errors import ServicebotError
-from finetune.data import DataConfig, build_examples, data_hash, loss_weights
+from finetune.data import SOURCES, DataConfig, build_examples, data_hash, loss_weights
 from finetune.sft_eval import answer_f1, dev_examples, encode, example_loss, objective_losses
 from finetune.store import adapters_root, save_adapter, save_atomically
 
@@ -60,6 +60,16 @@ class SFTConfig(_Strict):
     lora: LoraSettings = LoraSettings()
     prefix: PrefixSettings = PrefixSettings()
     eval_questions: int = Field(default=17, ge=0)  # held-out questions answered before and after (0: skip)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_sources(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SOURCES))
+        if unknown or any(w < 0 for w in value.values()):
+            raise ValueError(
+                f"weights take sources {', '.join(SOURCES)} with non-negative values, not {unknown or value}"
+            )
+        return value
 
 
 def load_config(path: Path | None, method: str | None = None) -> SFTConfig:

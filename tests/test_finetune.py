@@ -216,3 +216,6 @@ def test_config_typos_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ServicebotError, match="'lora.rank': unknown key"):
         load_config(path)
     assert load_config(None, "prefix").method == "prefix"
+    path.write_text("weights: {knowledge: 1.0, safty: 0.5}\n", encoding="utf-8")
+    with pytest.raises(ServicebotError, match="'weights': .*safty"):
+        load_config(path)
