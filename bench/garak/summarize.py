@@ -70,9 +70,9 @@ class ProbeResult:
 
 
 def short_reason(reason: str) -> str:
-    """The policy's reason without scores: 'blocked by topical', 'answered from passages', ..."""
-    reason = re.sub(r"\s*\(R=.*$", "", reason)
-    return reason.split(":", 1)[0].strip() or "(none)"
+    """The policy's reason without scores: 'blocked by topical', 'blocked by jailbreak (guard_error)', ..."""
+    head = re.sub(r"\s*\(R=.*$", "", reason).split(":", 1)[0].strip() or "(none)"
+    return f"{head} (guard_error)" if "guard_error" in reason else head  # failed closed: not a verdict on merit
 
 
 def load_turns(path: Path | None) -> dict[tuple[str, str], Decision]:

@@ -113,6 +113,15 @@ def test_summary_file_reports_the_encoding_target_and_probes_that_did_not_run(
     assert "NOT met" in printed and "dan.DanInTheWild" in printed
 
 
+def test_a_guard_that_failed_closed_is_told_apart_from_a_verdict() -> None:
+    assert summarize.short_reason("blocked by jailbreak: jailbreak 0.75 (learned) (R=0.95 H=0.00)") == (
+        "blocked by jailbreak"
+    )
+    timed_out = "blocked by jailbreak: guard_error: timed out (R=1.20 H=0.00)"
+    assert summarize.short_reason(timed_out) == "blocked by jailbreak (guard_error)"
+    assert summarize.short_reason("answered from passages (R=0.00 H=0.93)") == "answered from passages"
+
+
 def test_a_missing_report_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = summarize.main([str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "s.json")])
     assert code == 1
