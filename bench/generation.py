@@ -224,7 +224,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"threads {args.threads}, repeats {args.repeats}, decode {DECODE} tokens", flush=True)
-    ref = HFResponder(HFResponder.Config(engine="transformers", threads=args.threads))
+    ref = HFResponder(HFResponder.Config(engine="transformers", threads=args.threads, timeout_s=3600))
     ref.warm()
     model, tok = ref._base, ref._tok
     ids, messages = long_prompt(tok, ref.config.system_prompt)
@@ -233,7 +233,7 @@ def main() -> None:
 
     fast: dict[str, Any] = {}
     for fmt in args.formats.split(","):
-        r = HFResponder(HFResponder.Config(quantize=fmt, threads=args.threads))  # type: ignore[arg-type]
+        r = HFResponder(HFResponder.Config(quantize=fmt, threads=args.threads, timeout_s=3600))  # type: ignore[arg-type]
         r.warm()
         assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
         fast[fmt] = r
