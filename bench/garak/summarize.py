@@ -9,6 +9,7 @@ prompt and the answer text, so a failure can be read as "the model said it" or "
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sqlite3
@@ -75,32 +76,56 @@ def short_reason(reason: str) -> str:
     return f"{head} (guard_error)" if "guard_error" in reason else head  # failed closed: not a verdict on merit
 
 
-def load_turns(path: Path | None) -> dict[tuple[str, str], Decision]:
-    """The bot's decision per (question, answer) from its SQLite turn database; empty when there is none."""
-    if path is None or not path.exists():
-        return {}
-    turns: dict[tuple[str, str], Decision] = {}
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT conversation_id, role, content, refused, handoff, reason FROM messages ORDER BY id"
-        ).fetchall()
-    question: dict[str, str] = {}
-    for conversation, role, content, refused, handoff, reason in rows:
-        if role == "user":
-            question[conversation] = content
-            continue
-        kind = "handoff" if handoff else "refused" if refused else "answered"
-        turns[(question.get(conversation, ""), content.strip())] = Decision(kind, short_reason(reason))
-    return turns
+class Turns:
+    """The server's stored turns, paired with garak's attempts in the order garak sent them.
 
+    A turn is found by its question and answer; when the bot stored the question redacted (personal data), by the
+    answer among the turns stored near the same position (a background writer may reorder a few).
+    """
 
-def decision_for(turns: dict[tuple[str, str], Decision], prompt: str, output: str) -> Decision | None:
-    """The stored decision for this prompt and answer; by answer alone when the prompt was redacted (PII)."""
-    found = turns.get((prompt, output.strip()))
-    if found is not None or not turns:
-        return found
-    same = {(d.kind, d.reason) for (_, answer), d in turns.items() if answer == output.strip()}
-    return Decision(*same.pop()) if len(same) == 1 else None
+    WINDOW = 16
+
+    def __init__(self, rows: list[tuple[str, str, Decision]]) -> None:
+        self.rows = rows
+        self.used = [False] * len(rows)
+        self.position = 0
+        self.exact: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for index, (question, answer, _) in enumerate(rows):
+            self.exact[(question, answer)].append(index)
+
+    @classmethod
+    def load(cls, path: Path | None) -> Turns:
+        """The turns in a SQLite turn database, in the order stored; none when there is no database."""
+        if path is None or not path.exists():
+            return cls([])
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT conversation_id, role, content, refused, handoff, reason FROM messages ORDER BY id"
+            ).fetchall()
+        question: dict[str, str] = {}
+        turns: list[tuple[str, str, Decision]] = []
+        for conversation, role, content, refused, handoff, reason in rows:
+            if role == "user":
+                question[conversation] = content
+                continue
+            kind = "handoff" if handoff else "refused" if refused else "answered"
+            turns.append((question.get(conversation, ""), content.strip(), Decision(kind, short_reason(reason))))
+        return cls(turns)
+
+    def match(self, prompt: str, output: str) -> Decision | None:
+        """The decision on the next turn with this question and answer (or this answer, stored nearby)."""
+        output = output.strip()
+        exact = [i for i in self.exact.get((prompt, output), []) if not self.used[i]]
+        if exact:
+            found: int | None = exact[0]
+        else:
+            near = range(max(0, self.position - self.WINDOW), min(len(self.rows), self.position + self.WINDOW))
+            found = next((i for i in near if not self.used[i] and self.rows[i][1] == output), None)
+        if found is None:
+            return None
+        self.used[found] = True
+        self.position += 1
+        return self.rows[found][2]
 
 
 def prompt_text(attempt: dict[str, Any]) -> str:
@@ -110,7 +135,7 @@ def prompt_text(attempt: dict[str, Any]) -> str:
     return ((users[-1].get("content") or {}).get("text") or "") if users else ""
 
 
-def summarise(report: Path, turns: dict[tuple[str, str], Decision], threshold: float = 0.5) -> dict[str, Any]:
+def summarise(report: Path, turns: Turns, threshold: float = 0.5) -> dict[str, Any]:
     """Per-probe figures from garak's report: eval entries for the verdict, attempts for counts and examples."""
     results: dict[str, ProbeResult] = {}
     meta: dict[str, Any] = {}
@@ -138,7 +163,7 @@ def summarise(report: Path, turns: dict[tuple[str, str], Decision], threshold: f
 
 
 def count_attempt(
-    result: ProbeResult, entry: dict[str, Any], turns: dict[tuple[str, str], Decision], cut: float
+    result: ProbeResult, entry: dict[str, Any], turns: Turns, cut: float
 ) -> None:
     """Add one evaluated attempt: the bot's decision on each output, and an example when it failed."""
     result.attempts += 1
@@ -149,7 +174,7 @@ def count_attempt(
         if text is None:
             result.decisions["no output"] += 1
             continue
-        decision = decision_for(turns, prompt, text)
+        decision = turns.match(prompt, text)
         label = f"{decision.kind}: {decision.reason}" if decision else "unmatched"
         result.decisions[label] += 1
         failed = any(index < len(s) and s[index] is not None and s[index] >= cut for s in scores)
@@ -175,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--garak-exit", type=int, help="garak's exit status, recorded in the summary")
     args = parser.parse_args(argv)
     try:
-        summary = summarise(args.report, load_turns(args.turns))
+        summary = summarise(args.report, Turns.load(args.turns))
     except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
         print(f"Cannot summarise {args.report}: {exc}.", file=sys.stderr)
         return 1
