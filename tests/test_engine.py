@@ -172,6 +172,19 @@ async def test_too_long_conversation_is_a_clear_error_and_the_next_request_works
     assert await answer(r, "forgot my password") == await answer(r, "forgot my password")
 
 
+async def test_a_finished_answer_keeps_no_model_alive(tiny_llama: Path) -> None:
+    import gc
+    import weakref
+
+    r = responder(tiny_llama, max_new_tokens=4)
+    await answer(r, "forgot my password")
+    assert r._serving is not None and r._serving.fast is not None
+    engine = weakref.ref(r._serving.fast.engine)
+    del r
+    gc.collect()
+    assert engine() is None  # the idle scheduler thread holds no finished request (nor its model)
+
+
 def test_text_stream_holds_back_a_possible_stop_sequence(hf: tuple[Any, Any]) -> None:
     _, tok = hf
     ids = tok("Reset your password. END of answer")["input_ids"]

@@ -18,6 +18,7 @@ from plugins.responders.textstream import TextStream
 log = logging.getLogger(__name__)
 
 END = object()  # emitted once, after the last delta (or after an exception)
+IDLE_S = 30.0  # an idle scheduler thread ends after this long
 
 
 @dataclass
@@ -76,20 +77,26 @@ class Scheduler:
             self._wake.notify()
 
     def _run(self) -> None:
-        while True:
+        while True:  # `admit` is rebound before each wait's end, so no finished request stays referenced
             with self._wake:
-                while not self._pending and not self._active:
-                    self._wake.wait()
                 admit: list[Request] = []
+                while not self._pending and not self._active:
+                    if not self._wake.wait(timeout=IDLE_S) and not self._pending:
+                        self._thread = None  # idle: let the thread go; the next submit starts another
+                        return
                 while self._pending and len(self._active) + len(admit) < self.max_batch:
                     admit.append(self._pending.popleft())
-            for request in admit:
-                self._guarded([request], self._start)
-            groups: dict[int, list[Request]] = {}
-            for request in self._active:  # sequences of a swapped-out model finish on the weights they began with
-                groups.setdefault(id(request.model), []).append(request)
-            for group in groups.values():
-                self._guarded(group, self._step)
+            self._tick(admit)
+
+    def _tick(self, admit: list[Request]) -> None:
+        """Prefill the newcomers, then one decode step per model (its locals go, so finished models can be freed)."""
+        for request in admit:
+            self._guarded([request], self._start)
+        groups: dict[int, list[Request]] = {}
+        for request in self._active:  # sequences of a swapped-out model finish on the weights they began with
+            groups.setdefault(id(request.model), []).append(request)
+        for group in groups.values():
+            self._guarded(group, self._step)
 
     def _guarded(self, requests: list[Request], work: Callable[[list[Request]], None]) -> None:
         try:
