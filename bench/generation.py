@@ -149,6 +149,22 @@ class LlamaCpp:
         self.proc.wait(60)
 
 
+def decode_steps(engine: Any, prefix: Any, ids: list[int], batch: int, steps: int = 16) -> float:
+    """Aggregate tokens/s of batched decode steps alone (prefill excluded): `batch` sequences of the long prompt."""
+    first = engine.new_cache(len(ids) + steps + 1)
+    first.copy_from(prefix)
+    token = int(engine.prefill(ids[prefix.length :], first).argmax())
+    caches = [first]
+    for _ in range(batch - 1):
+        caches.append(engine.new_cache(first.capacity))
+        caches[-1].copy_from(first)
+    tokens = [token] * batch
+    t = time.perf_counter()
+    for _ in range(steps):
+        tokens = [int(x) for x in engine.decode(tokens, caches).argmax(-1)]
+    return batch * steps / (time.perf_counter() - t)
+
+
 async def concurrent(responder: Any, cases: list[tuple[str, list[Any]]], n: int) -> tuple[float, float]:
     """Aggregate tokens/s of `n` simultaneous requests, and of the same requests one after another."""
     from bot.contracts import Message, Turn
@@ -216,6 +232,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--formats", default="none,fp16,int8")
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
     args = parser.parse_args()
 
     import torch
@@ -237,6 +254,14 @@ def main() -> None:
         r.warm()
         assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
         fast[fmt] = r
+    for fmt, r in fast.items():
+        served = r._serving.fast
+        one, eight = [
+            median([decode_steps(served.engine, served.prefix, ids, b) for _ in range(args.repeats)]) for b in (1, 8)
+        ]
+        print(f"decode steps alone ({fmt}): 8 sequences {eight:.1f} tok/s vs 1 sequence {one:.1f} = {eight / one:.2f}x")
+    if args.batch_only:
+        return
     cpp = LlamaCpp(text, args.threads) if LLAMACPP_PY.exists() else None
     runs: dict[str, list[tuple[float, float]]] = {}
     for i in range(args.repeats):  # engines in rotation, so the shared machine's noise hits them alike
