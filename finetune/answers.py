@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.contracts import Reply
+from bot.contracts import Message, Reply
 from bot.errors import ServicebotError
 from finetune.data import _qa_check
 from finetune.jsonl import read_jsonl
@@ -97,14 +98,19 @@ def evaluate_answers(
     t0 = time.perf_counter()
     service = Service.start(settings, warm=True)
     load_s = time.perf_counter() - t0
-    scored = []
-    for i, row in enumerate(rows, 1):
-        reply = service.ask(row["question"])
-        scored.append(
-            {"id": row.get("id"), "answer": reply.answer, **score_reply(reply, row["answer"], row["article_ids"])}
-        )
-        if progress:
-            progress(i, len(rows))
+    scored: list[dict[str, Any]] = []
+
+    async def ask_all() -> None:
+        # One event loop for the whole run: the responder's decode thread outlives any single question.
+        for i, row in enumerate(rows, 1):
+            reply = await service.answer([Message("user", row["question"])])
+            scored.append(
+                {"id": row.get("id"), "answer": reply.answer, **score_reply(reply, row["answer"], row["article_ids"])}
+            )
+            if progress:
+                progress(i, len(rows))
+
+    asyncio.run(ask_all())
     return {
         "split": split,
         "qa_file": str(qa_file),

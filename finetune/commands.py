@@ -55,6 +55,7 @@ def retriever(
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.05,
     hard_negatives: Annotated[int, typer.Option(min=0, help="Mined hard negatives per query.")] = 2,
+    headings: Annotated[bool, typer.Option(help="Also train 'title: section' queries on every chunk.")] = True,
     qa: Annotated[Path, typer.Option("--qa", help="QA JSONL: train split tunes, held-out evaluates.")] = Path(
         "knowledge/demo/qa.jsonl"
     ),
@@ -64,7 +65,9 @@ def retriever(
     """Contrastive (InfoNCE) tuning of the embedder; recall@5 and MRR on held-out questions before and after."""
     from finetune.retriever import RetrieverConfig, tune
 
-    cfg = RetrieverConfig(name=name, epochs=epochs, tau=tau, hard_negatives=hard_negatives, qa_file=qa)
+    cfg = RetrieverConfig(
+        name=name, epochs=epochs, tau=tau, hard_negatives=hard_negatives, qa_file=qa, headings=headings
+    )
     bar, update = _progress(f"Tuning embedder '{name}'")
     with bar:
         report = tune(_settings(config), cfg, update)
