@@ -9,7 +9,7 @@
 #   GARAK_RESPONDER   a responder plugin instead of the configured one (extractive: no LLM, same guards)
 #   BOT_CONFIG        a servicebot YAML (default: the packaged defaults, the real model and full guard suite)
 #   GARAK_OUT         where the results go (default artifacts/garak); GARAK_PYTHON (default python3.11)
-# Writes GARAK_OUT/{summary.json,report.jsonl,hitlog.jsonl,server.log} and prints the per-probe summary.
+# Writes GARAK_OUT/{summary.json,report.jsonl,hitlog.jsonl,turns.db,server.log} and prints the per-probe summary.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -102,6 +102,10 @@ REPORT="$RUN/xdg/data/garak/garak_runs/$PREFIX.report.jsonl"
 cp "$REPORT" "$OUT/report.jsonl"
 HITLOG="${REPORT%.report.jsonl}.hitlog.jsonl"
 if [[ -f "$HITLOG" ]]; then cp "$HITLOG" "$OUT/hitlog.jsonl"; else rm -f "$OUT/hitlog.jsonl"; fi
-"$PY" "$HERE/summarize.py" "$OUT/report.jsonl" --turns "$RUN/turns.db" --config "$RUN/garak.run.yaml" \
+rm -f "$OUT/turns.db" "$OUT/turns.db-wal" "$OUT/turns.db-shm"
+"$PY" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' \
+    "$RUN/turns.db" "$OUT/turns.db"  # a consistent copy, whether or not the WAL was checkpointed
+cp "$RUN/garak.run.yaml" "$OUT/garak.run.yaml"
+"$PY" "$HERE/summarize.py" "$OUT/report.jsonl" --turns "$OUT/turns.db" --config "$OUT/garak.run.yaml" \
     --out "$OUT/summary.json" \
     --seconds "$GARAK_SECONDS" --garak-exit "$GARAK_RC"
