@@ -204,3 +204,15 @@ async def test_default_model_fast_engine_answers_like_generate() -> None:
     slow = HFResponder(HFResponder.Config(max_new_tokens=24, engine="transformers"))
     for text in QUESTIONS[:2]:
         assert await answer(fast, text) == await answer(slow, text)
+
+
+def test_an_abandoned_answer_on_a_closed_event_loop_does_not_stop_the_scheduler(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=300, repetition_penalty=1.0)
+
+    async def first_delta_only() -> None:
+        stream = r.stream(turn("forgot my password"), PASSAGES)
+        await stream.__anext__()  # abandoned without aclose: the loop closes while it is still generating
+
+    asyncio.run(first_delta_only())
+    assert asyncio.run(answer(r, "where is my parcel")) is not None
+    assert r._scheduler._thread is None or r._scheduler._thread.is_alive()

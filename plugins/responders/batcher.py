@@ -105,7 +105,10 @@ class Scheduler:
         except BaseException as exc:  # one failed request never stops the scheduler or the others
             log.exception("generation failed")
             for request in requests:
-                self._finish(request, exc)
+                try:
+                    self._finish(request, exc)
+                except Exception:  # a caller that cannot even be told: drop it, keep serving the others
+                    log.exception("could not report a failed request")
 
     def _start(self, requests: list[Request]) -> None:
         request = requests[0]

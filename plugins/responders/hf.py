@@ -142,7 +142,10 @@ class HFResponder:
         stop = threading.Event()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the caller's event loop has closed: nobody listens, so stop generating
+                stop.set()
 
         prompt = self._ids(build_messages(turn, passages, self.config.system_prompt))
         text = TextStream(self._tok, self.config.stop)
