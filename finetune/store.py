@@ -36,15 +36,6 @@ def resolve_adapter(name_or_path: str, data_dir: Path) -> Path:
     )
 
 
-def read_card(folder: Path) -> dict[str, Any]:
-    """An adapter's card, or {} when it has none."""
-    try:
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
 def save_atomically(target: Path, write: Callable[[Path], None]) -> Path:
     """Let `write` fill a temporary folder, then put it in place of `target` in one rename.
 
