@@ -11,12 +11,28 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, sync_playwright
 
 from bot.auth import Secrets
 from bot.config import GuardsSettings, PluginSpec, Settings
 from bot.service import Service
 from bot.web import create_app
 
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
+]
 ARTICLES = Path(__file__).resolve().parent.parent / "knowledge" / "demo" / "articles"
 API_KEY = "test-api-key"
 OPERATOR_PASSWORD = "operator-pass"
@@ -78,3 +94,13 @@ def web_url(web_service: Service) -> Iterator[str]:
     """Base URL of the web app serving `web_service`."""
     with serving(web_service) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (one per test module); screenshots go to SHOTS."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
