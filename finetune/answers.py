@@ -15,7 +15,8 @@ from bot.errors import ServicebotError
 from finetune.data import _qa_check
 from finetune.jsonl import read_jsonl
 from finetune.metrics import citations, containment, token_f1
-from finetune.store import resolve_adapter
+from finetune.store import adapters_root
+from plugins.responders.adapters import resolve
 
 SPLITS = ("heldout", "train", "all")
 
@@ -30,7 +31,7 @@ def with_adapter(settings: Settings, adapter: str | None) -> Settings:
         return settings
     if "adapter" not in settings.responder.config and settings.responder.name != "hf":
         raise ServicebotError(f"The responder '{settings.responder.name}' does not use adapters.")
-    value = None if adapter.lower() == "none" else str(resolve_adapter(adapter, settings.data_dir).resolve())
+    value = None if adapter.lower() == "none" else str(resolve(adapter, adapters_root(settings.data_dir)))
     responder = settings.responder.model_copy(update={"config": {**settings.responder.config, "adapter": value}})
     return settings.model_copy(update={"responder": responder})
 

@@ -1,4 +1,4 @@
-"""The adapter directory: `<data_dir>/adapters/<name>/` (PEFT files plus card.json), and adapters we ship."""
+"""The adapter directory: `<data_dir>/adapters/<name>/` (PEFT files plus card.json), written crash-safely."""
 
 from __future__ import annotations
 
@@ -11,29 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ServicebotError
-
-PACKAGED = Path(__file__).with_name("adapters")  # adapters shipped with servicebot, usable by name
+from plugins.responders import adapters as responder_adapters
 
 
 def adapters_root(data_dir: Path) -> Path:
-    """Where trained adapters are saved and found by name."""
-    return data_dir / "adapters"
-
-
-def resolve_adapter(name_or_path: str, data_dir: Path) -> Path:
-    """An adapter folder from a name (`<data_dir>/adapters/<name>`, then the packaged ones) or a path.
-
-    Raises:
-        ServicebotError: nothing by that name or path holds an adapter_config.json.
-    """
-    for candidate in (adapters_root(data_dir) / name_or_path, PACKAGED / name_or_path, Path(name_or_path)):
-        if (candidate / "adapter_config.json").is_file():
-            return candidate
-    known = sorted(p.parent.name for root in (adapters_root(data_dir), PACKAGED) for p in root.glob("*/card.json"))
-    raise ServicebotError(
-        f"No adapter named or at '{name_or_path}'" + (f"; known adapters: {', '.join(known)}." if known else ".")
-    )
+    """Where trained adapters are saved; the responder finds them there by name (`adapters.resolve`)."""
+    root = responder_adapters.adapters_root(data_dir)
+    assert root is not None
+    return root
 
 
 def save_atomically(target: Path, write: Callable[[Path], None]) -> Path:

@@ -74,6 +74,6 @@ def test_eval_answers_runs_the_pipeline_on_the_split_and_reports_every_measure(c
 
 def test_eval_answers_with_an_unknown_adapter_or_split_is_one_clear_error(config: Path) -> None:
     result = runner.invoke(app, ["eval", "answers", "--adapter", "nope", "--config", str(config)])
-    assert result.exit_code == 2 and "No adapter named or at 'nope'" in result.output
+    assert result.exit_code == 2 and "Adapter 'nope' was not found" in result.output
     result = runner.invoke(app, ["eval", "answers", "--split", "test", "--config", str(config)])
     assert result.exit_code == 2 and "--split must be one of" in result.output
