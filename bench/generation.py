@@ -230,7 +230,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--questions", type=int, default=8)
-    parser.add_argument("--formats", default="none,fp16,int8")
+    parser.add_argument(
+        "--formats", default="none,none:fp16,none:int8,int8", help="weight formats, BLOCKS[:HEAD] (e.g. none:int8)"
+    )
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
     args = parser.parse_args()
@@ -250,7 +252,9 @@ def main() -> None:
 
     fast: dict[str, Any] = {}
     for fmt in args.formats.split(","):
-        r = HFResponder(HFResponder.Config(quantize=fmt, threads=args.threads, timeout_s=3600))  # type: ignore[arg-type]
+        blocks, _, head = fmt.partition(":")  # e.g. none:int8 = float32 blocks, int8 output projection
+        config = HFResponder.Config(quantize=blocks, head_quantize=head or "same", threads=args.threads, timeout_s=3600)  # type: ignore[arg-type]
+        r = HFResponder(config)
         r.warm()
         assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
         fast[fmt] = r

@@ -102,6 +102,21 @@ def test_quantized_engines_stay_close_to_float32(hf: tuple[Any, Any], quantize: 
     assert torch.nn.functional.cosine_similarity(quant, full, dim=0) > 0.98
 
 
+@pytest.mark.parametrize("head", ["int8", "fp16"])
+def test_output_projection_alone_can_be_quantized(hf: tuple[Any, Any], head: str) -> None:
+    import torch
+
+    model, tok = hf
+    ids = prompt_ids(tok, "where is my parcel")
+    full = LlamaEngine(model).prefill(ids, LlamaEngine(model).new_cache(len(ids)))
+    engine = LlamaEngine(model, "none", head)  # type: ignore[arg-type]
+    assert engine.head_quantize == head and type(engine.lm_head).__name__ == "Linear"
+    assert type(engine.lm_head).__module__ != "torch.nn.modules.linear"  # a quantized Linear
+    assert all(type(layer.qkv).__module__ == "torch.nn.modules.linear" for layer in engine.layers)  # blocks float32
+    quant = engine.prefill(ids, engine.new_cache(len(ids)))
+    assert torch.nn.functional.cosine_similarity(quant, full, dim=0) > 0.99
+
+
 async def test_responder_fast_and_transformers_engines_give_the_same_answers(tiny_llama: Path) -> None:
     fast = responder(tiny_llama, max_new_tokens=20, quantize="none")
     slow = responder(tiny_llama, max_new_tokens=20, engine="transformers")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Quantize = Literal["none", "int8", "fp16", "bf16"]
+HeadQuantize = Literal["same", "none", "int8", "fp16"]
 
 
 def supports(model: Any) -> bool:
@@ -74,11 +75,15 @@ class LlamaEngine:
         model: a loaded `LlamaForCausalLM` (any checkpoint; LoRA already merged if wanted).
         quantize: `int8` (dynamic per-row int8 matmuls), `fp16` (float16 weights, float32 arithmetic),
             `bf16` (bfloat16 weights and matmuls) or `none` (float32).
+        head_quantize: the output projection's format (`same` as the blocks, or `none`, `int8`, `fp16`). With
+            a 49k vocabulary it is a fifth of the weights but the largest single matmul of a decode step, and the
+            one that grows most with the batch; greedy answers only need its arg-max.
     """
 
-    def __init__(self, model: Any, quantize: Quantize = "none") -> None:
+    def __init__(self, model: Any, quantize: Quantize = "none", head_quantize: HeadQuantize = "same") -> None:
         cfg = model.config
         self.quantize = quantize
+        self.head_quantize = quantize if head_quantize == "same" else head_quantize
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
@@ -90,23 +95,11 @@ class LlamaEngine:
         rotary = inner.rotary_emb
         self._inv_freq = rotary.inv_freq.detach().float().clone()
         self._rope_scale = float(rotary.attention_scaling)
-        blocks = nn.ModuleList([_Layer(layer) for layer in inner.layers])
-        blocks.append(_fuse([model.lm_head]))
-        if quantize == "int8":
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            # One scale per output row: a single scale per matrix loses the small rows (answers drift).
-            blocks = quantize_dynamic(blocks, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
-        elif quantize == "fp16":
-            from torch.ao.quantization import float16_dynamic_qconfig, quantize_dynamic
-
-            # float16 weights, float32 arithmetic (fbgemm): half the bytes read per token.
-            blocks = quantize_dynamic(blocks, {nn.Linear: float16_dynamic_qconfig}, inplace=True)
-        elif quantize == "bf16":
-            blocks = blocks.to(torch.bfloat16)
+        blocks = _convert(nn.ModuleList([_Layer(layer) for layer in inner.layers]), quantize)
         self._dtype = torch.bfloat16 if quantize == "bf16" else torch.float32
-        self.layers: list[Any] = list(blocks)[:-1]
-        self.lm_head: nn.Module = blocks[-1]
+        self._head_dtype = torch.bfloat16 if self.head_quantize == "bf16" else torch.float32
+        self.layers: list[Any] = list(blocks)
+        self.lm_head: nn.Module = _convert(nn.ModuleList([_fuse([model.lm_head])]), self.head_quantize)[0]
         for layer in self.layers:  # norms stay float32 (as transformers computes them)
             layer.norm1, layer.norm2 = layer.norm1.float(), layer.norm2.float()
         self._cos = torch.empty(0)
@@ -198,5 +191,22 @@ class LlamaEngine:
         for b, cache in enumerate(caches):
             cache.length = starts[b] + steps
         last = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
-        logits: Tensor = self.lm_head(last.to(self._dtype)).float()
+        logits: Tensor = self.lm_head(last.to(self._head_dtype)).float()
         return logits
+
+
+def _convert(blocks: nn.ModuleList, quantize: str) -> nn.ModuleList:
+    """The Linear layers of `blocks` in the given weight format (float32 stays as it is)."""
+    if quantize == "int8":
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # One scale per output row: a single scale per matrix loses the small rows (answers drift).
+        return quantize_dynamic(blocks, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+    if quantize == "fp16":
+        from torch.ao.quantization import float16_dynamic_qconfig, quantize_dynamic
+
+        # float16 weights, float32 arithmetic (fbgemm): half the bytes read per token.
+        return quantize_dynamic(blocks, {nn.Linear: float16_dynamic_qconfig}, inplace=True)
+    if quantize == "bf16":
+        return blocks.to(torch.bfloat16)
+    return blocks

@@ -46,6 +46,8 @@ class HFResponder:
         engine: Literal["fast", "transformers"] = "fast"  # fast: Llama models only; others use generate
         # Fast-engine weights. float32 by default: int8 changed most demo answers (see bench/generation.py).
         quantize: Literal["none", "int8", "fp16", "bf16"] = "none"
+        # The output projection's format (`same` as quantize); see bench/generation.py for speed and agreement.
+        head_quantize: Literal["same", "none", "int8", "fp16"] = "same"
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
         stop: list[str] = []
@@ -116,7 +118,7 @@ class HFResponder:
         model, method = (self._base, "base") if adapter is None else adapters.load(self._base, adapter)
         if self.config.engine != "fast" or method == "prefix" or not supports(model):
             return _Serving(model, None, adapter, method)
-        engine = LlamaEngine(model, self.config.quantize)
+        engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize)
         fast = Model(engine, eos_ids(self._tok, getattr(model, "generation_config", None)))
         prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)
         if 0 < len(prefix_ids) < engine.max_positions:  # the fixed system prompt: computed once, copied per request
