@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument(
-        "--formats", default="none,none:fp16,none:int8,int8", help="weight formats, BLOCKS[:HEAD] (e.g. none:int8)"
+        "--formats", default="none,fp16,none:fp16,int8", help="weight formats, BLOCKS[:HEAD] (e.g. none:int8)"
     )
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
@@ -292,7 +292,8 @@ def main() -> None:
             print(f"ours/llama.cpp ({fmt}): decode speed {rate / cpp_row[1]:.2f}x, TTFT speed {cpp_row[0] / ttft:.2f}x")
 
     cases = demo_cases(args.questions)
-    best = fast.get("none") or next(iter(fast.values()))
+    default = HFResponder.Config().quantize
+    best = fast.get(default) or next(iter(fast.values()))
     best.config.max_new_tokens = DECODE
     single, together = asyncio.run(concurrent(best, cases, 8))
     print(

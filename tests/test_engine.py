@@ -215,7 +215,8 @@ def test_text_stream_holds_back_a_possible_stop_sequence(hf: tuple[Any, Any]) ->
 
 @pytest.mark.slow
 async def test_default_model_fast_engine_answers_like_generate() -> None:
-    fast = HFResponder(HFResponder.Config(max_new_tokens=24))
+    fast = HFResponder(HFResponder.Config(max_new_tokens=24))  # the default: fp16 weights, float32 arithmetic
+    assert fast.config.quantize == "fp16"
     slow = HFResponder(HFResponder.Config(max_new_tokens=24, engine="transformers"))
     for text in QUESTIONS[:2]:
         assert await answer(fast, text) == await answer(slow, text)
