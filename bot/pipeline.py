@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,33 @@ class Delta:
     text: str
 
 
+class Admission:
+    """At most `limit` answered turns retrieve and generate at once; later ones wait, first come first served.
+
+    Turns the input guards refuse never wait for a slot, so a refusal stays quick when the server is saturated:
+    the event loop then juggles `limit` busy turns instead of every open one. 0 means no limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the duration of the block."""
+        if self.limit <= 0:
+            yield
+            return
+        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
+        sem = self._slots.get(loop)
+        if sem is None:
+            sem = self._slots[loop] = asyncio.Semaphore(self.limit)
+        async with sem:
+            yield
+
+
 @dataclass
 class Pipeline:
     """The components of one turn, in the operator's order."""
@@ -45,6 +74,7 @@ class Pipeline:
     guard_timeout_s: float = 2.0
     passage_guards: Sequence[PassageGuard] = ()
     embedder: Any = None  # kept so a live reload can reuse it (and the index built with it)
+    admission: Admission = field(default_factory=lambda: Admission(0))
 
 
 def _failed(name: str, exc: BaseException) -> Verdict:
@@ -107,6 +137,18 @@ def _took(latency: dict[str, float], plugin: str, start: float) -> None:
     latency[f"guard.{plugin}"] = round(latency.get(f"guard.{plugin}", 0.0) + _ms(start), 2)
 
 
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """Close the responder's stream as soon as the turn ends, also when the client left mid-answer (so a model
+    stops generating for nobody), rather than whenever the garbage collector gets to it."""
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
 async def _nothing() -> AsyncIterator[str]:
     for _ in ():
         yield ""
@@ -135,6 +177,19 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
         return
 
     t = time.perf_counter()
+    async with p.admission.slot():
+        latency["queued"] = _ms(t)
+        # aclosing: a client that goes away closes the inner stream at once, which stops generation
+        async with contextlib.aclosing(_answer(turn, p, t0, latency, verdicts)) as events:
+            async for event in events:
+                yield event
+
+
+async def _answer(
+    turn: Turn, p: Pipeline, t0: float, latency: dict[str, float], verdicts: list[Verdict]
+) -> AsyncGenerator[Delta | Reply]:
+    """Retrieval, passage guards, generation and output guards of a turn the input guards let through."""
+    t = time.perf_counter()
     passages = await p.retriever.search(turn.text, k=p.k)
     latency["retrieval"] = _ms(t)
     t = time.perf_counter()
@@ -153,12 +208,13 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     parts: list[str] = []
     try:
         # Without a usable passage the policy answers "I don't know"; generating would only invent.
-        async for delta in p.responder.stream(turn, usable) if usable else _nothing():
-            if not parts:
-                latency["first_token"] = _ms(t)
-            parts.append(delta)
-            if delta:
-                yield Delta(delta)
+        async with _closing(p.responder.stream(turn, usable) if usable else _nothing()) as stream:
+            async for delta in stream:
+                if not parts:
+                    latency["first_token"] = _ms(t)
+                parts.append(delta)
+                if delta:
+                    yield Delta(delta)
     except Exception as exc:  # a broken or unreachable model: the customer gets a human, never a traceback
         verdicts.append(_responder_failed(getattr(p.responder, "name", "responder"), exc))
         latency["generation"] = latency["total"] = _ms(t0)
