@@ -1,14 +1,12 @@
 """Load on the API: N concurrent streaming sessions against a real `bot serve` on 127.0.0.1 for a bounded time.
 
 Run: .venv/bin/python bench/load.py [--seconds 60] [--sessions 1 8 32 64] [--think 0] [--config FILE]
-     [--max-active-turns 0 8]
 Starts `bot serve` in a subprocess (default: the demo KB, the extractive responder and the two pattern guards, so
 the figures measure the web stack, guards and retrieval rather than a CPU-bound LLM; pass --config for another),
 then for each level runs that many sessions, each sending turns back to back over /v1/chat/completions with
 stream=true (with --think, a random pause of 0..2x that many seconds between turns). Every fourth turn is an
 instruction-override attack that the guards block. Prints errors, turns/s, p50/p95 latency, time to first token,
-and the blocked turns' latency per level; 1 session is the baseline. Each --max-active-turns value gets its own
-server (0, no admission limit, is the baseline for the default 8). Then opens the chat page in Chromium a few
+and the blocked turns' latency per level; 1 session is the baseline. Then opens the chat page in Chromium a few
 times and prints how long until its input is enabled.
 """
 
@@ -128,7 +126,7 @@ async def run_level(url: str, sessions: int, seconds: float, questions: list[str
     return level
 
 
-def start_server(config: Path | None, work: Path, max_active: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(config: Path | None, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     if config is None:
         config = work / "load.yaml"
         data = ROOT / "var" / "bench-load"  # kept between runs: the index is built once
@@ -144,8 +142,6 @@ def start_server(config: Path | None, work: Path, max_active: int | None = None)
         "SERVICEBOT_SERVER__RATE_PER_IP": "0",
         "SERVICEBOT_SERVER__RATE_PER_SESSION": "0",
     }
-    if max_active is not None:
-        env["SERVICEBOT_SERVER__MAX_ACTIVE_TURNS"] = str(max_active)
     log = open(work / "server.log", "wb")  # noqa: SIM115 (closed with the process)
     bot = Path(sys.executable).with_name("bot")
     proc = subprocess.Popen(
@@ -196,56 +192,43 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.0, help="mean seconds a session waits between turns")
     parser.add_argument("--page-loads", type=int, default=5, help="times to open the chat page in Chromium")
     parser.add_argument("--config", type=Path, default=None, help="a servicebot YAML to serve instead of the demo")
-    parser.add_argument(
-        "--max-active-turns",
-        type=int,
-        nargs="+",
-        default=[0, 8],
-        help="server.max_active_turns values to compare, one server each (0 = no limit, the baseline; -1 = config)",
-    )
     args = parser.parse_args()
     qa = (ROOT / "knowledge/demo/qa.jsonl").read_text(encoding="utf-8").splitlines()
     questions = [json.loads(line)["question"] for line in qa]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, limit in enumerate(args.max_active_turns):
-            proc, url = start_server(args.config, Path(tmp), None if limit < 0 else limit)
-            try:
-                asyncio.run(run_level(url, 4, 3, questions))  # warm-up, not reported
-                shown = "config" if limit < 0 else ("no limit" if limit == 0 else str(limit))
+        proc, url = start_server(args.config, Path(tmp))
+        try:
+            asyncio.run(run_level(url, 4, 3, questions))  # warm-up, not reported
+            print(
+                f"load on {url}, {args.seconds:g} s per level, think time {args.think:g} s, streaming, "
+                "1 turn in 4 a blocked attack; latencies in ms"
+            )
+            print(
+                f"{'sessions':>8} {'turns':>6} {'errors':>6} {'turns/s':>8} {'p50':>7} {'p95':>7} "
+                f"{'ttft50':>7} {'ttft95':>7} {'blk p50':>8} {'blk p95':>8}"
+            )
+            for n in args.sessions:
+                lv = asyncio.run(run_level(url, n, args.seconds, questions, args.think))
+                turns = len(lv.answered) + len(lv.blocked) + len(lv.errors)
                 print(
-                    f"\nload on {url}, max_active_turns {shown}, {args.seconds:g} s per level, think time "
-                    f"{args.think:g} s, streaming, 1 turn in 4 a blocked attack; latencies in ms"
+                    f"{n:>8} {turns:>6} {len(lv.errors):>6} {turns / lv.seconds:>8.1f} "
+                    f"{statistics.median(lv.answered or [float('nan')]):>7.1f} {pct(lv.answered, 0.95):>7.1f} "
+                    f"{statistics.median(lv.first_token or [float('nan')]):>7.1f} {pct(lv.first_token, 0.95):>7.1f} "
+                    f"{statistics.median(lv.blocked or [float('nan')]):>8.1f} {pct(lv.blocked, 0.95):>8.1f}",
+                    flush=True,
                 )
+                for error in sorted(set(lv.errors))[:5]:
+                    print(f"         error: {error} (x{lv.errors.count(error)})")
+            if args.page_loads and Path("/usr/bin/chromium").exists():
+                ready, health = page_ready(url, args.page_loads)
                 print(
-                    f"{'sessions':>8} {'turns':>6} {'errors':>6} {'turns/s':>8} {'p50':>7} {'p95':>7} "
-                    f"{'ttft50':>7} {'ttft95':>7} {'blk p50':>8} {'blk p95':>8}"
+                    f"chat page usable (input enabled) after: median {statistics.median(ready):.2f} s, "
+                    f"max {max(ready):.2f} s over {len(ready)} fresh loads (baseline GET /healthz in the browser: "
+                    f"median {statistics.median(health) * 1000:.0f} ms)"
                 )
-                for n in args.sessions:
-                    report_level(n, asyncio.run(run_level(url, n, args.seconds, questions, args.think)))
-                last = i == len(args.max_active_turns) - 1
-                if last and args.page_loads and Path("/usr/bin/chromium").exists():
-                    ready, health = page_ready(url, args.page_loads)
-                    print(
-                        f"chat page usable (input enabled) after: median {statistics.median(ready):.2f} s, "
-                        f"max {max(ready):.2f} s over {len(ready)} fresh loads (baseline GET /healthz in the "
-                        f"browser: median {statistics.median(health) * 1000:.0f} ms)"
-                    )
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-
-
-def report_level(n: int, lv: Level) -> None:
-    turns = len(lv.answered) + len(lv.blocked) + len(lv.errors)
-    print(
-        f"{n:>8} {turns:>6} {len(lv.errors):>6} {turns / lv.seconds:>8.1f} "
-        f"{statistics.median(lv.answered or [float('nan')]):>7.1f} {pct(lv.answered, 0.95):>7.1f} "
-        f"{statistics.median(lv.first_token or [float('nan')]):>7.1f} {pct(lv.first_token, 0.95):>7.1f} "
-        f"{statistics.median(lv.blocked or [float('nan')]):>8.1f} {pct(lv.blocked, 0.95):>8.1f}",
-        flush=True,
-    )
-    for error in sorted(set(lv.errors))[:5]:
-        print(f"         error: {error} (x{lv.errors.count(error)})")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -89,9 +89,6 @@ class ServerSettings(Strict):
     rate_per_session: float = Field(default=30, ge=0)  # turns per minute per conversation or API user
     rate_burst: int = Field(default=10, ge=1)  # turns allowed at once after a quiet spell
     reports_dir: Path = Path("artifacts")  # evaluation reports and plots shown in the ops console
-    # Answered turns retrieving and generating at once; the rest wait their turn (0 = no limit). Turns the input
-    # guards refuse never wait, so refusals stay fast under load.
-    max_active_turns: int = Field(default=8, ge=0)
 
 
 class Settings(BaseSettings):

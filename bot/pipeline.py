@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,33 +33,6 @@ class Delta:
     text: str
 
 
-class Admission:
-    """At most `limit` answered turns retrieve and generate at once; later ones wait, first come first served.
-
-    Turns the input guards refuse never wait for a slot, so a refusal stays quick when the server is saturated:
-    the event loop then juggles `limit` busy turns instead of every open one. 0 means no limit.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the duration of the block."""
-        if self.limit <= 0:
-            yield
-            return
-        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
-        sem = self._slots.get(loop)
-        if sem is None:
-            sem = self._slots[loop] = asyncio.Semaphore(self.limit)
-        async with sem:
-            yield
-
-
 @dataclass
 class Pipeline:
     """The components of one turn, in the operator's order."""
@@ -74,7 +46,6 @@ class Pipeline:
     guard_timeout_s: float = 2.0
     passage_guards: Sequence[PassageGuard] = ()
     embedder: Any = None  # kept so a live reload can reuse it (and the index built with it)
-    admission: Admission = field(default_factory=lambda: Admission(0))
 
 
 def _failed(name: str, exc: BaseException) -> Verdict:
@@ -176,19 +147,6 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
         yield p.policy.decide(turn, None, [], verdicts, latency)
         return
 
-    t = time.perf_counter()
-    async with p.admission.slot():
-        latency["queued"] = _ms(t)
-        # aclosing: a client that goes away closes the inner stream at once, which stops generation
-        async with contextlib.aclosing(_answer(turn, p, t0, latency, verdicts)) as events:
-            async for event in events:
-                yield event
-
-
-async def _answer(
-    turn: Turn, p: Pipeline, t0: float, latency: dict[str, float], verdicts: list[Verdict]
-) -> AsyncGenerator[Delta | Reply]:
-    """Retrieval, passage guards, generation and output guards of a turn the input guards let through."""
     t = time.perf_counter()
     passages = await p.retriever.search(turn.text, k=p.k)
     latency["retrieval"] = _ms(t)

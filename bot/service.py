@@ -23,7 +23,7 @@ from bot.contracts import (
     Warmable,
 )
 from bot.errors import PluginError, ServicebotError
-from bot.pipeline import Admission, Delta, Pipeline, stream_turn
+from bot.pipeline import Delta, Pipeline, stream_turn
 from bot.policy import Policy
 from bot.records import Records
 from bot.registry import PluginContext, build
@@ -95,9 +95,6 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
         k=settings.knowledge.k,
         guard_timeout_s=settings.guards.timeout_s,
         embedder=embedder,
-        admission=old.admission
-        if old is not None and old.admission.limit == settings.server.max_active_turns
-        else Admission(settings.server.max_active_turns),
     )
 
 

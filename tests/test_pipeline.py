@@ -8,7 +8,7 @@ from typing import Any
 from conftest import EchoResponder, FixedGuard, StaticRetriever
 
 from bot.contracts import Message, Passage, Reply, Turn, Verdict
-from bot.pipeline import Admission, Delta, Pipeline, respond, stream_turn
+from bot.pipeline import Delta, Pipeline, respond, stream_turn
 from bot.policy import NO_KNOWLEDGE
 
 GOOD = Passage("a#0", "Reset your password from Settings.", 0.8, doc_id="reset-password", title="Reset")
@@ -126,42 +126,13 @@ class GatedResponder:
             self.closed += 1
 
 
-class AttackGuard:
-    """Blocks messages that start with 'attack'."""
-
-    name = "attack"
-
-    async def check(self, turn: Turn) -> Verdict:
-        hit = turn.text.startswith("attack")
-        return Verdict(self.name, hit, 1.0 if hit else 0.0, "test", "attack", message="No.")
-
-
-async def test_admission_limit_queues_answered_turns_but_never_refusals() -> None:
+async def test_a_client_leaving_mid_answer_closes_the_responder_stream_at_once() -> None:
     responder = GatedResponder()
-    p = Pipeline([AttackGuard()], StaticRetriever([GOOD]), responder, admission=Admission(1))
+    p = Pipeline([], StaticRetriever([GOOD]), responder)
     first = stream_turn(turn("how do i reset"), p)
-    assert isinstance(await first.__anext__(), Delta)  # the first answered turn holds the only slot
-
-    second = asyncio.create_task(respond(turn("where is my parcel"), p))
-    refusal = await asyncio.wait_for(respond(turn("attack the bot"), p), 1)  # no slot needed: answered at once
-    assert refusal.refused and refusal.answer == "No."
-    await asyncio.sleep(0.05)
-    assert not second.done()  # still waiting for the slot
-
-    responder.gate.set()
-    events = [e async for e in first]
-    assert isinstance(events[-1], Reply) and not events[-1].refused
-    reply = await asyncio.wait_for(second, 1)
-    assert not reply.refused and reply.latency_ms["queued"] >= 40
-
-
-async def test_a_client_leaving_mid_answer_frees_its_slot_and_closes_the_stream() -> None:
-    responder = GatedResponder()
-    p = Pipeline([], StaticRetriever([GOOD]), responder, admission=Admission(1))
-    first = stream_turn(turn("how do i reset"), p)
-    await first.__anext__()
-    await first.aclose()  # the customer closed the page
+    assert isinstance(await first.__anext__(), Delta)
+    await first.aclose()  # the customer closed the page: the model must stop now, not at garbage collection
     assert responder.closed == 1
     responder.gate.set()
     reply = await asyncio.wait_for(respond(turn("where is my parcel"), p), 1)
-    assert not reply.refused
+    assert not reply.refused and responder.closed == 2
