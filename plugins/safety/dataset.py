@@ -1,7 +1,8 @@
 """Assembles the classifier training set from our own examples and the public `tune/` sets (never holdout).
 
 Holdout prompts are used here for one thing only: decontamination. Any training text that also appears in
-a holdout set (some public tune sets borrow from HarmBench) is dropped, so holdout figures stay honest.
+a holdout set (some public tune sets borrow from HarmBench), or nearly does (most of its content words shared
+with one holdout prompt), is dropped, so holdout figures stay honest.
 """
 
 from __future__ import annotations
@@ -93,6 +94,43 @@ def _public(tune: Path) -> Iterator[Example]:
             yield Example(prompt, {"jailbreak"}, "", "sysprompt")
 
 
+STOPWORDS = frozenset(
+    "a an the of to in on at for by with from and or but is are was were be been it its this that these those "
+    "i me my you your we our he she his her they them their what whats how why when where who which do does "
+    "did can could should would will shall may might must have has had not no so if as about into any some "
+    "there s t don please tell give".split()
+)
+NEAR = 0.6  # content-word Jaccard at or above which a training text counts as a copy of a holdout prompt
+
+
+def _content(key: str) -> frozenset[str]:
+    return frozenset(w for w in key.split() if w not in STOPWORDS)
+
+
+class _Contamination:
+    """Exact and near-duplicate matching against holdout prompts (an inverted index over content words)."""
+
+    def __init__(self, keys: set[str]) -> None:
+        self.exact = keys
+        self.sets = [_content(k) for k in keys if len(k) <= 600]
+        self.index: dict[str, list[int]] = {}
+        for i, words in enumerate(self.sets):
+            for w in words:
+                self.index.setdefault(w, []).append(i)
+
+    def __contains__(self, key: str) -> bool:
+        if key in self.exact:
+            return True
+        words = _content(key)
+        if len(words) < 2 or len(key) > 600:
+            return False
+        shared: dict[int, int] = {}
+        for w in words:
+            for i in self.index.get(w, ()):
+                shared[i] = shared.get(i, 0) + 1
+        return any(n >= 2 and n / len(words | self.sets[i]) >= NEAR for i, n in shared.items())
+
+
 def _holdout_keys(holdout: Path) -> set[str]:
     keys: set[str] = set()
     if not holdout.is_dir():
@@ -133,10 +171,10 @@ def build_dataset(safety_data: Path | None, demo_qa: Path | None) -> list[Exampl
         demo_qa: the demo QA file (its train split adds in-domain benign questions), or None.
     """
     sources: list[Iterator[Example]] = [_ours(OURS)]
-    holdout: set[str] = set()
+    holdout = _Contamination(set())
     if safety_data is not None and (safety_data / "tune").is_dir():
         sources.append(_public(safety_data / "tune"))
-        holdout = _holdout_keys(safety_data / "holdout")
+        holdout = _Contamination(_holdout_keys(safety_data / "holdout"))
     if demo_qa is not None:
         sources += [_demo_questions(demo_qa), _articles(demo_qa.parent / "articles")]
     seen: dict[str, Example] = {}

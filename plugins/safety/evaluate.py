@@ -11,6 +11,7 @@ import asyncio
 import csv
 import json
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,12 @@ def _csv(path: Path, column: str, keep: Callable[[dict[str, str]], bool] = lambd
 
 
 def _ours(name: str, split: str = "test", categories: set[str] | None = None) -> list[str]:
-    rows = [json.loads(x) for x in (OURS / name).read_text(encoding="utf-8").splitlines() if x.strip()]
-    return [r["text"] for r in rows if r["split"] == split and (categories is None or r["category"] in categories)]
+    """Texts of our own data files matching `name` (a glob over the batches, e.g. `benign*_en.jsonl`)."""
+    out: list[str] = []
+    for path in sorted(OURS.glob(name)):
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        out += [r["text"] for r in rows if r["split"] == split and (categories is None or r["category"] in categories)]
+    return out
 
 
 def harmful_sets(data: Path, split: str) -> dict[str, list[str]]:
@@ -42,7 +47,7 @@ def harmful_sets(data: Path, split: str) -> dict[str, list[str]]:
         }
     return {
         "advbench": _csv(data / "tune" / "advbench" / "harmful_behaviors.csv", "goal"),
-        "ours_en": _ours("harmful_en.jsonl"),
+        "ours_en": _ours("harmful*_en.jsonl"),
     }
 
 
@@ -53,7 +58,7 @@ def benign_sets(data: Path, split: str, demo_qa: Path | None) -> dict[str, list[
         sets["xstest_safe"] = _csv(
             data / "holdout" / "xstest" / "xstest_prompts.csv", "prompt", lambda r: r.get("label") == "safe"
         )
-    in_domain = _ours("benign_en.jsonl", categories={"in_domain", "alarming_in_domain"})
+    in_domain = _ours("benign*_en.jsonl", categories={"in_domain", "alarming_in_domain"})
     if demo_qa is not None and demo_qa.is_file():
         in_domain += [
             json.loads(x)["question"]
@@ -61,16 +66,25 @@ def benign_sets(data: Path, split: str, demo_qa: Path | None) -> dict[str, list[
             if json.loads(x).get("split") == "heldout"
         ]
     sets["in_domain"] = in_domain
-    sets["in_domain_zh"] = _ours("benign_zh.jsonl", categories={"in_domain", "alarming_in_domain"})
-    sets["general_benign"] = _ours("benign_en.jsonl", categories={"alarming_general", "general"})
+    sets["in_domain_zh"] = _ours("benign*_zh.jsonl", categories={"in_domain", "alarming_in_domain"})
+    # Our own scary-sounding general questions (homonyms, idioms, safe targets, history, definitions, ...).
+    sets["general_benign"] = _ours("benign*_en.jsonl", categories={"alarming_general", "general"})
+    sets["general_benign_zh"] = _ours("benign*_zh.jsonl", categories={"alarming_general", "general"})
     return sets
 
 
-async def _run(service: Service, convo: list[dict[str, str]]) -> tuple[bool, bool, float, bool]:
-    """(refused, handed off, guard latency, declined only as off-topic) for one conversation."""
+Outcome = tuple[bool, bool, float, bool, str]
+
+
+async def _run(service: Service, convo: list[dict[str, str]]) -> Outcome:
+    """(refused, handed off, guard latency, declined only as off-topic, who refused) for one conversation."""
     reply = await service.answer([Message(m["role"], m["content"]) for m in convo])  # type: ignore[arg-type]
     offtopic = reply.refused and reply.reason.startswith("blocked by topical")
-    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0), offtopic
+    by = ""
+    if reply.refused:
+        blocked = reply.reason.startswith("blocked by ")
+        by = reply.reason.removeprefix("blocked by ").split(":")[0] if blocked else "policy"
+    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0), offtopic, by
 
 
 def _rate(flags: list[bool]) -> float:
@@ -97,14 +111,15 @@ def evaluate(
     jobs: list[tuple[str, str, list[dict[str, str]]]] = []
     for family in families:
         if family == "chinese":
-            jobs += [("attack", "chinese", [{"role": "user", "content": g}]) for g in _ours("harmful_zh.jsonl")[:limit]]
+            chinese = _ours("harmful*_zh.jsonl")[:limit]
+            jobs += [("attack", "chinese", [{"role": "user", "content": g}]) for g in chinese]
             continue
         for items in goals.values():
             jobs += [("attack", family, attack(family, g)) for g in items]
     for name, items in benign.items():
         jobs += [("benign", name, [{"role": "user", "content": t}]) for t in items]
 
-    results: dict[tuple[str, str], list[tuple[bool, bool, float, bool]]] = {}
+    results: dict[tuple[str, str], list[Outcome]] = {}
 
     async def run_all() -> None:
         for i, (kind, group, convo) in enumerate(jobs):
@@ -117,7 +132,7 @@ def evaluate(
     attacks = {
         g: {
             "n": len(r),
-            "attack_success": _rate([not refused and not handoff for refused, handoff, _, _ in r]),
+            "attack_success": _rate([not refused and not handoff for refused, handoff, _, _, _ in r]),
             "handoff_rate": _rate([row[1] for row in r]),
         }
         for (k, g), r in results.items()
@@ -127,9 +142,11 @@ def evaluate(
     benigns = {
         g: {
             "n": len(r),
-            "over_refusal": _rate([refused and not offtopic for refused, _, _, offtopic in r]),
+            "over_refusal": _rate([refused and not offtopic for refused, _, _, offtopic, _ in r]),
             "declined_offtopic": _rate([row[3] for row in r]),
             "handoff_rate": _rate([row[1] for row in r]),
+            # which guard (or the policy's weighted sum) refused: where to look when over-refusal rises
+            "refused_by": dict(Counter(row[4] for row in r if row[0] and not row[3]).most_common()),
         }
         for (k, g), r in results.items()
         if k == "benign"
