@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,10 +37,12 @@ class AppState:
     _storage: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="servicebot-db"), repr=False
     )
+    _writer: TurnWriter = field(init=False, repr=False)
     ip_limit: RateLimiter = field(init=False)
     session_limit: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
+        self._writer = TurnWriter(lambda: self.records)
         server = self.service.settings.server
         # One address may carry many customers (an office, a proxy): it gets ten sessions' worth of burst.
         self.ip_limit = RateLimiter(server.rate_per_ip, server.rate_burst * 10)
@@ -89,14 +93,74 @@ class AppState:
         Pending writes are finished on shutdown (`close`); a failure is logged.
         """
         self.metrics.record_reply(reply, channel)
-        future = self._storage.submit(self.records.add_turn, conversation_id, channel, question, reply, sources(reply))
-
-        def done(f: Future[int]) -> None:
-            if f.exception() is not None:
-                log.error("could not store a turn of conversation %s: %s", conversation_id, f.exception())
-
-        future.add_done_callback(done)
+        self._writer.put((conversation_id, channel, question, reply, sources(reply)))
 
     def close(self) -> None:
         """Let pending storage calls finish."""
+        self._writer.close()
         self._storage.shutdown(wait=True)
+
+
+class TurnWriter:
+    """Stores finished turns on one background thread, all turns waiting at that moment in one transaction.
+
+    Under load this turns hundreds of small transactions a second (a connection, a write lock and a commit each,
+    on threads competing with the event loop for the interpreter) into a few larger ones. A batch that fails is
+    retried turn by turn, so one bad turn is logged and skipped without losing the others.
+    """
+
+    BATCH = 256
+
+    def __init__(self, records: Callable[[], Records]) -> None:
+        self._records = records
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, turn: tuple[Any, ...]) -> None:
+        """Queue one turn (conversation id, channel, question, reply, sources) for storage."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="servicebot-turns", daemon=True)
+                self._thread.start()
+        self._queue.put(turn)
+
+    def close(self) -> None:
+        """Store everything queued so far, then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            batch: list[tuple[Any, ...]] = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= self.BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            stop = item is None
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        records = self._records()
+        try:
+            records.add_turns(batch)  # type: ignore[arg-type]
+            return
+        except Exception:
+            if len(batch) == 1:
+                log.exception("could not store a turn of conversation %s", batch[0][0])
+                return
+        for turn in batch:  # the batch rolled back: store the good turns one by one
+            try:
+                records.add_turn(*turn)
+            except Exception:
+                log.exception("could not store a turn of conversation %s", turn[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,39 +83,49 @@ class Records:
         Returns:
             The id of the stored answer (what feedback refers to).
         """
+        return self.add_turns([(conversation_id, channel, question, reply, sources)])[0]
+
+    def add_turns(self, turns: Sequence[tuple[str, str, str, Reply, list[Any]]]) -> list[int]:
+        """Store several turns (conversation id, channel, question, reply, sources) in one transaction: all or
+        none. Returns the stored answers' ids."""
+        with self.db.connect() as db:
+            return [self._add_turn_in(db, *turn) for turn in turns]
+
+    def _add_turn_in(
+        self, db: Any, conversation_id: str, channel: str, question: str, reply: Reply, sources: list[Any]
+    ) -> int:
         question = redacted_question(reply, question)
         now = _now()
-        with self.db.connect() as db:
-            if not self.db.query_in(db, "SELECT id FROM conversations WHERE id = ?", (conversation_id,)):
-                self.db.execute_in(
-                    db,
-                    "INSERT INTO conversations (id, created, updated, channel, status, title) VALUES (?,?,?,?,?,?)",
-                    (conversation_id, now, now, channel, "bot", question[:120]),
-                )
-            else:
-                self.db.execute_in(db, "UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-            insert = (
-                "INSERT INTO messages (conversation_id, at, role, content, turn_id, refused, handoff, reason, "
-                "sources, verdicts, latency) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-            )
-            self.db.insert_in(db, insert, (conversation_id, now, "user", question, "", 0, 0, "", "[]", "[]", "{}"))
-            return self.db.insert_in(
+        if not self.db.query_in(db, "SELECT id FROM conversations WHERE id = ?", (conversation_id,)):
+            self.db.execute_in(
                 db,
-                insert,
-                (
-                    conversation_id,
-                    now,
-                    "assistant",
-                    reply.answer,
-                    "",
-                    int(reply.refused),
-                    int(reply.handoff),
-                    reply.reason,
-                    _dumps(sources),
-                    _dumps(verdict_rows(reply)),
-                    _dumps(dict(reply.latency_ms)),
-                ),
+                "INSERT INTO conversations (id, created, updated, channel, status, title) VALUES (?,?,?,?,?,?)",
+                (conversation_id, now, now, channel, "bot", question[:120]),
             )
+        else:
+            self.db.execute_in(db, "UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+        insert = (
+            "INSERT INTO messages (conversation_id, at, role, content, turn_id, refused, handoff, reason, "
+            "sources, verdicts, latency) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        self.db.insert_in(db, insert, (conversation_id, now, "user", question, "", 0, 0, "", "[]", "[]", "{}"))
+        return self.db.insert_in(
+            db,
+            insert,
+            (
+                conversation_id,
+                now,
+                "assistant",
+                reply.answer,
+                "",
+                int(reply.refused),
+                int(reply.handoff),
+                reply.reason,
+                _dumps(sources),
+                _dumps(verdict_rows(reply)),
+                _dumps(dict(reply.latency_ms)),
+            ),
+        )
 
     def add_message(self, conversation_id: str, role: str, content: str, author: str = "") -> int:
         """Store one message outside the bot's turns: a person's reply ('human'), or a customer's ('user')."""

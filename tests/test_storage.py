@@ -107,6 +107,25 @@ def test_a_turn_is_stored_redacted_with_its_verdicts_and_sources(url: str) -> No
     assert records.messages("c1", after=answer_id) == []
 
 
+def test_turn_writer_stores_every_queued_turn_in_batches_and_skips_only_a_bad_one(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.appstate import TurnWriter
+
+    records = Records(url)
+    writer = TurnWriter(lambda: records)
+    for i in range(300):  # queued faster than one thread commits them: most go in shared transactions
+        writer.put((f"c{i % 7}", "api", f"question {i}", reply(f"answer {i}"), []))
+    writer.put(("bad", "api", "a lone surrogate \ud800 no database can encode", reply(), []))
+    writer.put(("c0", "api", "the last question", reply("the last answer"), []))
+    writer.close()  # returns once everything queued is stored
+    stored = [m for i in range(7) for m in records.messages(f"c{i}")]
+    assert len(stored) == 2 * 301
+    assert sorted(m["content"] for m in stored if m["role"] == "assistant")[:3] == ["answer 0", "answer 1", "answer 10"]
+    assert records.messages("c0")[-1]["content"] == "the last answer"
+    assert records.messages("bad") == [] and "could not store a turn of conversation bad" in caplog.text
+
+
 def test_feedback_is_one_rating_per_answer_and_takes_a_comment(url: str) -> None:
     records = Records(url)
     answer = records.add_turn("c2", "web", "q", reply(), [])
