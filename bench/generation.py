@@ -192,6 +192,30 @@ async def agreement(cases: list[tuple[str, list[Any]]], responders: dict[str, An
     return {name: sum(a == b for a, b in zip(got, ref, strict=True)) / len(ref) for name, got in answers.items()}
 
 
+async def follow_up_ttft(config: Any, cases: list[tuple[str, list[Any]]]) -> tuple[float, float]:
+    """Median time to first token of a question whose passages an earlier question already brought, with the
+    prompt cache off (0) and on (the default): what a customer asking about the same topic waits."""
+    from bot.contracts import Message, Turn
+    from plugins.responders.hf import HFResponder
+
+    async def first(r: Any, question: str, passages: list[Any]) -> float:
+        start = time.perf_counter()
+        async for _ in r.stream(Turn((Message("user", question),)), passages):
+            return time.perf_counter() - start
+        return time.perf_counter() - start
+
+    out = []
+    for size in (0, HFResponder.Config().prompt_cache):
+        r = HFResponder(config.model_copy(update={"prompt_cache": size, "max_new_tokens": 4}))
+        r.warm()
+        times = []
+        for question, passages in cases:
+            await first(r, f"I have a question about this: {question}", passages)  # the earlier customer
+            times.append(await first(r, question, passages))
+        out.append(median(times))
+    return out[0], out[1]
+
+
 def serve_rss(turns: int) -> float:
     """Peak RSS (MiB) of a real `bot serve` with the default config after `turns` chat requests."""
     with socket.socket() as s:
@@ -299,6 +323,12 @@ def main() -> None:
     print(
         f"\n8 concurrent requests ({best.config.quantize}): aggregate {together:.1f} tok/s vs one at a time "
         f"{single:.1f} tok/s = {together / single:.2f}x (peak batch {best._scheduler.peak})"
+    )
+
+    cold, warm = asyncio.run(follow_up_ttft(best.config, cases))
+    print(
+        f"\nfollow-up question on passages already in the prompt cache ({best.config.quantize}): time to first "
+        f"token {warm * 1000:.0f} ms vs {cold * 1000:.0f} ms with the cache off (median of {len(cases)})"
     )
 
     for r in (ref, *fast.values()):

@@ -232,3 +232,18 @@ def test_an_abandoned_answer_on_a_closed_event_loop_does_not_stop_the_scheduler(
     asyncio.run(first_delta_only())
     assert asyncio.run(answer(r, "where is my parcel")) is not None
     assert r._scheduler._thread is None or r._scheduler._thread.is_alive()
+
+
+async def test_prompts_sharing_passages_reuse_the_cached_part_and_answer_the_same(tiny_llama: Path) -> None:
+    cold = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=0)
+    warm = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=2)
+    for text in ["forgot my password", "forgot my password again", "where is my parcel", "forgot my password"]:
+        assert await answer(warm, text) == await answer(cold, text)
+    fast_cold, fast_warm = cold._serving.fast, warm._serving.fast  # type: ignore[union-attr]
+    assert fast_cold is not None and fast_warm is not None and fast_warm.prefix is not None
+    system = fast_warm.prefix.length
+    assert fast_cold.reused == 4 * system  # without the prompt cache only the system prompt is reused
+    # With it, the passages shared with an earlier prompt are reused too: more than the system prompt each time
+    # after the first, and the repeated question all but its last token.
+    assert fast_warm.reused > fast_cold.reused + 3 * len(PASSAGES[0].text.split())
+    assert len(fast_warm.recent) == 2  # the oldest prompt was let go

@@ -23,11 +23,48 @@ IDLE_S = 30.0  # an idle scheduler thread ends after this long
 
 @dataclass
 class Model:
-    """What a request is generated with: an engine plus its cached system-prompt prefix (swapped atomically)."""
+    """What a request is generated with: an engine plus its cached system-prompt prefix (swapped atomically).
+
+    `recent` keeps the KV caches of the last `recent_size` prompts (only the scheduler thread touches it). A new
+    prompt starts from the longest token prefix it shares with one of them or with the system prompt: customers
+    asking about the same topic get the same passages, which come before the question, so only the question's
+    tokens are prefilled again. Positions below a prompt's length are never written again, so a cache can be
+    shared while its own request is still decoding.
+    """
 
     engine: LlamaEngine
     eos: frozenset[int]
     prefix: KVCache | None = None
+    recent_size: int = 0
+    recent: deque[tuple[list[int], KVCache]] = field(default_factory=deque)
+    reused: int = 0  # prompt tokens taken from caches instead of prefilled (for tests and benchmarks)
+
+    def best_start(self, ids: list[int]) -> tuple[KVCache | None, int]:
+        """The cache sharing the longest prefix with `ids` (at least one token is left to prefill) and its length."""
+        best, best_n = None, 0
+        candidates = [(self.prefix.tokens, self.prefix)] if self.prefix is not None else []
+        for tokens, cache in [*candidates, *self.recent]:
+            n = _common(tokens, ids, len(ids) - 1)
+            if n > best_n:
+                best, best_n = cache, n
+        return best, best_n
+
+    def remember(self, ids: list[int], cache: KVCache) -> None:
+        """Keep this prompt's cache for later prompts that start the same way (least recently stored goes)."""
+        if self.recent_size <= 0:
+            return
+        self.recent.append((list(ids), cache))
+        while len(self.recent) > self.recent_size:
+            self.recent.popleft()
+
+
+def _common(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of two token lists, at most `limit`."""
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 @dataclass
@@ -115,15 +152,18 @@ class Scheduler:
         if request.cancelled.is_set():
             self._finish(request)
             return
-        engine, prefix = request.model.engine, request.model.prefix
+        engine = request.model.engine
         request.cache = cache = engine.new_cache(len(request.prompt) + request.max_new_tokens)
         if len(request.prompt) >= cache.capacity:
             raise PluginError(f"The conversation is too long for the model's {cache.capacity}-token context.")
         ids = request.prompt
-        if prefix is not None and prefix.length < len(ids) and ids[: prefix.length] == prefix.tokens:
-            cache.copy_from(prefix)
-            ids = ids[prefix.length :]
+        start, n = request.model.best_start(ids)
+        if start is not None and n > 0:
+            cache.copy_from(start, n)
+            ids = ids[n:]
+            request.model.reused += n
         logits = engine.prefill(ids, cache)
+        request.model.remember(request.prompt, cache)
         if request.repetition_penalty != 1.0:
             request.seen = torch.tensor(sorted(set(request.prompt)))
         self._active.append(request)

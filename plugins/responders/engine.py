@@ -35,12 +35,13 @@ class KVCache:
     length: int = 0
     tokens: list[int] = field(default_factory=list)
 
-    def copy_from(self, other: KVCache) -> None:
-        """Start this cache with another's contents (e.g. a cached system-prompt prefix)."""
-        n = other.length
+    def copy_from(self, other: KVCache, length: int | None = None) -> None:
+        """Start this cache with the first `length` positions (default: all) of another's contents (a cached
+        system-prompt prefix, or the part an earlier prompt shares with this one)."""
+        n = other.length if length is None else min(length, other.length)
         for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
             dst[:, :n].copy_(src[:, :n])
-        self.length, self.tokens = n, list(other.tokens)
+        self.length, self.tokens = n, list(other.tokens[:n])
 
 
 class _Layer(nn.Module):

@@ -51,6 +51,9 @@ class HFResponder:
         head_quantize: Literal["same", "none", "int8", "fp16"] = "same"
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
+        # KV caches of the last N prompts kept for reuse: a prompt sharing passages with one of them prefills only
+        # what differs (about 32 MB each for the default model; 0 = only the system prompt is reused).
+        prompt_cache: int = Field(default=4, ge=0, le=64)
         stop: list[str] = []
         timeout_s: float = Field(default=60.0, gt=0)
 
@@ -120,7 +123,8 @@ class HFResponder:
         if self.config.engine != "fast" or method == "prefix" or not supports(model):
             return _Serving(model, None, adapter, method)
         engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize)
-        fast = Model(engine, eos_ids(self._tok, getattr(model, "generation_config", None)))
+        eos = eos_ids(self._tok, getattr(model, "generation_config", None))
+        fast = Model(engine, eos, recent_size=self.config.prompt_cache)
         prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)
         if 0 < len(prefix_ids) < engine.max_positions:  # the fixed system prompt: computed once, copied per request
             prefix = engine.new_cache(len(prefix_ids))
