@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -200,8 +201,9 @@ async def follow_up_ttft(config: Any, cases: list[tuple[str, list[Any]]]) -> tup
 
     async def first(r: Any, question: str, passages: list[Any]) -> float:
         start = time.perf_counter()
-        async for _ in r.stream(Turn((Message("user", question),)), passages):
-            return time.perf_counter() - start
+        async with contextlib.aclosing(r.stream(Turn((Message("user", question),)), passages)) as stream:
+            async for _ in stream:  # closed on leaving, so the scheduler stops this request at once
+                break
         return time.perf_counter() - start
 
     out = []

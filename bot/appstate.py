@@ -17,7 +17,7 @@ from bot.auth import Secrets
 from bot.contracts import Reply
 from bot.metrics import Metrics
 from bot.ratelimit import RateLimiter
-from bot.records import Records
+from bot.records import Records, TurnRow
 from bot.service import Service, sources
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,11 @@ class TurnWriter:
 
     def __init__(self, records: Callable[[], Records]) -> None:
         self._records = records
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[TurnRow | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def put(self, turn: tuple[Any, ...]) -> None:
+    def put(self, turn: TurnRow) -> None:
         """Queue one turn (conversation id, channel, question, reply, sources) for storage."""
         with self._lock:
             if self._thread is None:
@@ -137,7 +137,7 @@ class TurnWriter:
         stop = False
         while not stop:
             item = self._queue.get()
-            batch: list[tuple[Any, ...]] = []
+            batch: list[TurnRow] = []
             while item is not None:
                 batch.append(item)
                 if len(batch) >= self.BATCH:
@@ -150,10 +150,10 @@ class TurnWriter:
             if batch:
                 self._write(batch)
 
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self, batch: list[TurnRow]) -> None:
         records = self._records()
         try:
-            records.add_turns(batch)  # type: ignore[arg-type]
+            records.add_turns(batch)
             return
         except Exception:
             if len(batch) == 1:

@@ -39,6 +39,9 @@ def redacted_question(reply: Reply, text: str) -> str:
     return next((v.rewrite for v in reply.verdicts if v.rewrite is not None and v.category == "pii"), text)
 
 
+TurnRow = tuple[str, str, str, Reply, list[Any]]  # conversation id, channel, question, reply, sources
+
+
 class Records:
     """The store: SQLite in WAL mode by default, or PostgreSQL (several instances share one database).
 
@@ -85,7 +88,7 @@ class Records:
         """
         return self.add_turns([(conversation_id, channel, question, reply, sources)])[0]
 
-    def add_turns(self, turns: Sequence[tuple[str, str, str, Reply, list[Any]]]) -> list[int]:
+    def add_turns(self, turns: Sequence[TurnRow]) -> list[int]:
         """Store several turns (conversation id, channel, question, reply, sources) in one transaction: all or
         none. Returns the stored answers' ids."""
         with self.db.connect() as db:

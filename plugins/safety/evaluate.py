@@ -79,12 +79,11 @@ Outcome = tuple[bool, bool, float, bool, str]
 async def _run(service: Service, convo: list[dict[str, str]]) -> Outcome:
     """(refused, handed off, guard latency, declined only as off-topic, who refused) for one conversation."""
     reply = await service.answer([Message(m["role"], m["content"]) for m in convo])  # type: ignore[arg-type]
-    offtopic = reply.refused and reply.reason.startswith("blocked by topical")
     by = ""
-    if reply.refused:
+    if reply.refused:  # the policy words a guard's refusal "blocked by <guard>: ..."
         blocked = reply.reason.startswith("blocked by ")
         by = reply.reason.removeprefix("blocked by ").split(":")[0] if blocked else "policy"
-    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0), offtopic, by
+    return reply.refused, reply.handoff, reply.latency_ms.get("guards_in", 0.0), by == "topical", by
 
 
 def _rate(flags: list[bool]) -> float:
