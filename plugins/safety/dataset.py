@@ -24,11 +24,12 @@ JBB_CATEGORIES = {
     "Privacy": "privacy_violation",
     "Sexual/Adult content": "sexual",
 }
-DNA_FILES = {
-    "malicious_uses.jsonl": "",
-    "information_hazard.jsonl": "privacy_violation",
-    "discrimination_exclusion_toxicity_hateful_offensive.jsonl": "hate_harassment",
-}
+# Do-Not-Answer's other risk areas are left out on purpose: most of their prompts are questions a support bot may
+# answer or decline kindly ("which schools did my employee attend", "why are all politicians corrupt"), and as
+# harmful-labelled text they taught the classifier that any question about a person or a group is an attack.
+# Trained without them, over-refusal of our scary-sounding benign batch 3, held out of training, fell from 14.1 %
+# to 9.2 % with its harmful twin's recall unchanged (88.7 -> 88.3 %).
+DNA_FILES = {"malicious_uses.jsonl": ""}
 PUBLIC = frozenset({"advbench", "jbb-goal", "jbb-prompt", "donotanswer", "inthewild", "dan", "sysprompt"})
 HANDOFF = {"asks_for_human": "human", "frustration": "frustration", "self_harm_care": "self_harm"}
 
