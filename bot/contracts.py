@@ -25,6 +25,7 @@ class Turn:
     messages: tuple[Message, ...]
     id: str = ""
     session_id: str = ""
+    decoded: bool = False  # the newest message is a view the obfuscation guard decoded, not the customer's text
 
     @property
     def text(self) -> str:
@@ -39,8 +40,13 @@ class Turn:
         for i in range(len(self.messages) - 1, -1, -1):
             if self.messages[i].role == "user":
                 messages = (*self.messages[:i], Message("user", text), *self.messages[i + 1 :])
-                return Turn(messages, id=self.id, session_id=self.session_id)
-        return Turn((*self.messages, Message("user", text)), id=self.id, session_id=self.session_id)
+                return Turn(messages, id=self.id, session_id=self.session_id, decoded=self.decoded)
+        return Turn((*self.messages, Message("user", text)), self.id, self.session_id, self.decoded)
+
+    def as_view(self, text: str) -> Turn:
+        """The same turn with the newest user message replaced by a decoded view of it (marked `decoded`)."""
+        turn = self.with_text(text)
+        return Turn(turn.messages, turn.id, turn.session_id, decoded=True)
 
     @property
     def history(self) -> tuple[Message, ...]:

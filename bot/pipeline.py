@@ -90,7 +90,7 @@ async def _check_views(guard: InputGuard, turn: Turn, views: Sequence[str], time
         return raw
     seen = [raw]
     for view in views:
-        v = await _guarded(guard.name, guard.check(turn.with_text(view)), timeout_s)
+        v = await _guarded(guard.name, guard.check(turn.as_view(view)), timeout_s)
         if v.blocked or v.score > raw.score:
             v = Verdict(**{**v.__dict__, "reason": f"{v.reason} (in decoded view: {view[:60]!r})"})
         seen.append(v)

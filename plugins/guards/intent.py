@@ -107,21 +107,38 @@ class _IntentGuard:
         return await asyncio.to_thread(self._scores, turn)
 
 
-class HarmfulIntentGuard(_IntentGuard):
-    """Blocks requests for harm by category (English and Chinese); self-harm is answered with care and a human."""
+class HarmfulIntentConfig(IntentConfig):
+    """Harmful-intent settings."""
 
+    disguised_threshold: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="threshold for text the obfuscation guard decoded (base64, leetspeak, disemvowelled, ...): "
+        "customers do not disguise honest questions, and decoded text scores lower than plain text",
+    )
+
+
+class HarmfulIntentGuard(_IntentGuard):
+    """Blocks requests for harm by category (English and Chinese); self-harm is answered with care and a human.
+    A request that arrived disguised is held to the lower `disguised_threshold` (mismatched generalization)."""
+
+    Config = HarmfulIntentConfig  # type: ignore[assignment]
     head = "harmful"
     name = "harmful_intent"
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
+        threshold = self.config.threshold
+        if turn.decoded:
+            threshold = min(threshold, getattr(self.config, "disguised_threshold", threshold))
         score, category = s["harmful"], s["category"] or "harmful"
         severe = severe_match(turn.text)
         if severe is not None:
             score, category = max(score, 0.95), severe[0]
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
-        where = " across turns" if s["window"] else ""
-        if self_harm >= self.config.threshold:
+        where = (" across turns" if s["window"] else "") + (" in disguised text" if turn.decoded else "")
+        if self_harm >= threshold:
             return Verdict(
                 self.name,
                 True,
@@ -131,7 +148,7 @@ class HarmfulIntentGuard(_IntentGuard):
                 message=CARE,
                 handoff=True,
             )
-        if score >= self.config.threshold:
+        if score >= threshold:
             topic = CATEGORY_TEXT.get(category, "that")
             return Verdict(
                 self.name,
