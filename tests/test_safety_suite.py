@@ -100,7 +100,8 @@ def test_self_harm_gets_care_and_a_human(suite: Service) -> None:
 def test_asking_for_a_human_is_handed_off_with_transcript_and_verdicts(suite: Service) -> None:
     reply = ask(suite, "my refund still hasn't arrived", "i want to talk to a real person please")
     assert reply.handoff and not reply.refused
-    last = suite.records.handoffs()[-1] if suite.records else {}
+    # This session's entry: other tests of the module queue handoffs too (a disguised attack can be routed to care).
+    last = next(h for h in reversed(suite.records.handoffs() if suite.records else []) if h["session_id"] == "s1")
     assert [m["role"] for m in last["transcript"]][:3] == ["user", "assistant", "user"]
     assert any(v["plugin"] == "handoff" for v in last["verdicts"])
 
