@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -39,14 +39,12 @@ class Turn:
         """The same turn with the newest user message replaced."""
         for i in range(len(self.messages) - 1, -1, -1):
             if self.messages[i].role == "user":
-                messages = (*self.messages[:i], Message("user", text), *self.messages[i + 1 :])
-                return Turn(messages, id=self.id, session_id=self.session_id, decoded=self.decoded)
-        return Turn((*self.messages, Message("user", text)), self.id, self.session_id, self.decoded)
+                return replace(self, messages=(*self.messages[:i], Message("user", text), *self.messages[i + 1 :]))
+        return replace(self, messages=(*self.messages, Message("user", text)))
 
     def as_view(self, text: str) -> Turn:
         """The same turn with the newest user message replaced by a decoded view of it (marked `decoded`)."""
-        turn = self.with_text(text)
-        return Turn(turn.messages, turn.id, turn.session_id, decoded=True)
+        return replace(self.with_text(text), decoded=True)
 
     @property
     def history(self) -> tuple[Message, ...]:
