@@ -124,6 +124,7 @@ class HarmfulIntentGuard(_IntentGuard):
     A request that arrived disguised is held to the lower `disguised_threshold` (mismatched generalization)."""
 
     Config = HarmfulIntentConfig  # type: ignore[assignment]
+    config: HarmfulIntentConfig
     head = "harmful"
     name = "harmful_intent"
 
@@ -131,7 +132,7 @@ class HarmfulIntentGuard(_IntentGuard):
         s = await self.scores(turn)
         threshold = self.config.threshold
         if turn.decoded:
-            threshold = min(threshold, getattr(self.config, "disguised_threshold", threshold))
+            threshold = min(threshold, self.config.disguised_threshold)
         score, category = s["harmful"], s["category"] or "harmful"
         severe = severe_match(turn.text)
         if severe is not None:
@@ -198,13 +199,14 @@ class TopicalGuard(_IntentGuard):
     """Off-domain requests: decline kindly (default) or let them through to the no-knowledge answer."""
 
     Config = TopicalConfig  # type: ignore[assignment]
+    config: TopicalConfig
     head = "offtopic"
     name = "topical"
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
         score = s["offtopic"]
-        if score >= self.config.threshold and getattr(self.config, "mode", "decline") == "decline":
+        if score >= self.config.threshold and self.config.mode == "decline":
             return Verdict(
                 self.name,
                 True,
