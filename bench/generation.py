@@ -257,7 +257,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument(
-        "--formats", default="none,fp16,none:fp16,int8", help="weight formats, BLOCKS[:HEAD] (e.g. none:int8)"
+        "--formats",
+        default="none,fp16/torch,fp16,int8",
+        help="weight formats, BLOCKS[:HEAD][/torch] (e.g. none:int8; /torch: decode steps without the native step)",
     )
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
@@ -278,8 +280,15 @@ def main() -> None:
 
     fast: dict[str, Any] = {}
     for fmt in args.formats.split(","):
-        blocks, _, head = fmt.partition(":")  # e.g. none:int8 = float32 blocks, int8 output projection
-        config = HFResponder.Config(quantize=blocks, head_quantize=head or "same", threads=args.threads, timeout_s=3600)  # type: ignore[arg-type]
+        spec, _, path = fmt.partition("/")  # e.g. none:int8 = float32 blocks, int8 output projection
+        blocks, _, head = spec.partition(":")
+        config = HFResponder.Config(
+            quantize=blocks,  # type: ignore[arg-type]
+            head_quantize=head or "same",  # type: ignore[arg-type]
+            native=path != "torch",
+            threads=args.threads,
+            timeout_s=3600,
+        )
         r = HFResponder(config)
         r.warm()
         assert r._serving is not None and r._serving.fast is not None and r._serving.fast.prefix is not None
@@ -289,7 +298,9 @@ def main() -> None:
         one, eight = [
             median([decode_steps(served.engine, served.prefix, ids, b) for _ in range(args.repeats)]) for b in (1, 8)
         ]
-        print(f"decode steps alone ({fmt}): 8 sequences {eight:.1f} tok/s vs 1 sequence {one:.1f} = {eight / one:.2f}x")
+        path = ", native step" if served.engine.native else ""
+        rates = f"8 sequences {eight:.1f} tok/s vs 1 sequence {one:.1f} = {eight / one:.2f}x"
+        print(f"decode steps alone ({fmt}{path}): {rates}")
     if args.batch_only:
         return
     cpp = LlamaCpp(text, args.threads) if LLAMACPP_PY.exists() else None

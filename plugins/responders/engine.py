@@ -34,6 +34,7 @@ class KVCache:
     capacity: int
     length: int = 0
     tokens: list[int] = field(default_factory=list)
+    addresses: list[int] = field(default_factory=list)  # per layer: keys, values (for the native decode step)
 
     def copy_from(self, other: KVCache, length: int | None = None) -> None:
         """Start this cache with the first `length` positions (default: all) of another's contents (a cached
@@ -79,9 +80,13 @@ class LlamaEngine:
         head_quantize: the output projection's format (`same` as the blocks, or `none`, `int8`, `fp16`). With
             a 49k vocabulary it is a fifth of the weights but the largest single matmul of a decode step, and the
             one that grows most with the batch; greedy answers only need its arg-max.
+        native: with fp16 weights, run decode steps in the compiled step of `native/decode.c` when it builds on
+            this machine (`self.native` says whether it did); prefill always runs through torch.
     """
 
-    def __init__(self, model: Any, quantize: Quantize = "none", head_quantize: HeadQuantize = "same") -> None:
+    def __init__(
+        self, model: Any, quantize: Quantize = "none", head_quantize: HeadQuantize = "same", native: bool = True
+    ) -> None:
         cfg = model.config
         self.quantize = quantize
         self.head_quantize = quantize if head_quantize == "same" else head_quantize
@@ -96,7 +101,11 @@ class LlamaEngine:
         rotary = inner.rotary_emb
         self._inv_freq = rotary.inv_freq.detach().float().clone()
         self._rope_scale = float(rotary.attention_scaling)
-        blocks = _convert(nn.ModuleList([_Layer(layer) for layer in inner.layers]), quantize)
+        layers = [_Layer(layer) for layer in inner.layers]
+        self._native: _NativeStep | None = None
+        if native and quantize == "fp16" and self.head_quantize == "fp16" and self.heads % self.kv_heads == 0:
+            self._native = _NativeStep.create(self, layers, model.lm_head.weight)
+        blocks = _convert(nn.ModuleList(layers), quantize)
         self._dtype = torch.bfloat16 if quantize == "bf16" else torch.float32
         self._head_dtype = torch.bfloat16 if self.head_quantize == "bf16" else torch.float32
         self.layers: list[Any] = list(blocks)
@@ -105,6 +114,11 @@ class LlamaEngine:
             layer.norm1, layer.norm2 = layer.norm1.float(), layer.norm2.float()
         self._cos = torch.empty(0)
         self._sin = torch.empty(0)
+
+    @property
+    def native(self) -> bool:
+        """Whether decode steps run in the compiled native step."""
+        return self._native is not None
 
     def new_cache(self, capacity: int) -> KVCache:
         """An empty KV cache for one sequence of up to `capacity` tokens."""
@@ -143,9 +157,12 @@ class LlamaEngine:
         for cache in caches:
             if cache.length + 1 > cache.capacity:
                 raise ValueError(f"The {cache.capacity}-token context is full.")
-        x = F.embedding(torch.tensor(tokens)[:, None], self.embed)
-        positions = torch.tensor([[c.length] for c in caches])
-        out = self._forward(x, caches, positions)
+        if self._native is not None:
+            out = self._native.step(self, tokens, caches)
+        else:
+            x = F.embedding(torch.tensor(tokens)[:, None], self.embed)
+            positions = torch.tensor([[c.length] for c in caches])
+            out = self._forward(x, caches, positions)
         for cache, token in zip(caches, tokens, strict=True):
             cache.tokens.append(token)
         return out
@@ -193,6 +210,62 @@ class LlamaEngine:
             cache.length = starts[b] + steps
         last = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
         logits: Tensor = self.lm_head(last.to(self._head_dtype)).float()
+        return logits
+
+
+class _NativeStep:
+    """The engine's weights as the native decode step reads them: float16 matrices, float32 norms, addresses."""
+
+    def __init__(self, lib: Any, engine: LlamaEngine, layers: list[_Layer], head: Tensor) -> None:
+        self._lib = lib
+        self._keep: list[Tensor] = []  # the tensors whose addresses the library reads
+        addresses: list[int] = []
+        for layer in layers:
+            for linear in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                addresses.append(self._held(linear.weight.detach().to(torch.float16)))
+            addresses += [self._held(layer.norm1.float()), self._held(layer.norm2.float())]
+        addresses += [self._held(engine.final_norm.float()), self._held(head.detach().to(torch.float16))]
+        self._weights = torch.tensor(addresses, dtype=torch.int64)
+        hidden = int(engine.embed.shape[1])
+        inter = int(layers[0].down.weight.shape[1])
+        dims = [len(layers), hidden, inter, engine.heads, engine.kv_heads, engine.head_dim, engine.vocab]
+        self._dims = torch.tensor(dims, dtype=torch.int64)
+
+    def _held(self, tensor: Tensor) -> int:
+        tensor = tensor.contiguous()
+        self._keep.append(tensor)
+        return int(tensor.data_ptr())
+
+    @classmethod
+    def create(cls, engine: LlamaEngine, layers: list[_Layer], head: Tensor) -> _NativeStep | None:
+        """The native step for these weights, or None when the library cannot be had here."""
+        from plugins.responders.native import library
+
+        lib = library()
+        return cls(lib, engine, layers, head) if lib is not None else None
+
+    def step(self, engine: LlamaEngine, tokens: list[int], caches: list[KVCache]) -> Tensor:
+        """Logits [batch, vocab] for one new token per cache; writes each token's keys and values at its position."""
+        batch = len(tokens)
+        x = engine.embed[torch.tensor(tokens)].contiguous()
+        positions = torch.tensor([c.length for c in caches], dtype=torch.int64)
+        cos, sin = engine._rope(int(positions.max()) + 1)
+        for cache in caches:
+            if not cache.addresses:
+                pairs = zip(cache.keys, cache.values, strict=True)
+                cache.addresses = [int(t.data_ptr()) for pair in pairs for t in pair]
+        addresses = torch.tensor([a for c in caches for a in c.addresses], dtype=torch.int64)
+        capacities = torch.tensor([c.capacity for c in caches], dtype=torch.int64)
+        logits = torch.empty(batch, engine.vocab)
+        failed = self._lib.sb_decode(
+            self._dims.data_ptr(), engine.eps, self._weights.data_ptr(), batch, x.data_ptr(), positions.data_ptr(),
+            addresses.data_ptr(), capacities.data_ptr(), cos.data_ptr(), sin.data_ptr(), logits.data_ptr(),
+            torch.get_num_threads(),
+        )
+        if failed:
+            raise MemoryError("The native decode step could not allocate its scratch memory.")
+        for cache in caches:
+            cache.length += 1
         return logits
 
 

@@ -49,6 +49,9 @@ class HFResponder:
         quantize: Literal["none", "int8", "fp16", "bf16"] = "fp16"
         # The output projection's format (`same` as quantize); see bench/generation.py for speed and agreement.
         head_quantize: Literal["same", "none", "int8", "fp16"] = "same"
+        # fp16 decode steps in the compiled native step (plugins/responders/native), built with the system C
+        # compiler on first use; without one (or with native: false) they run through torch: same answers, slower.
+        native: bool = True
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
         # KV caches of the last N prompts kept for reuse: a prompt sharing passages with one of them prefills only
@@ -122,7 +125,7 @@ class HFResponder:
         model, method = (self._base, "base") if adapter is None else adapters.load(self._base, adapter)
         if self.config.engine != "fast" or method == "prefix" or not supports(model):
             return _Serving(model, None, adapter, method)
-        engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize)
+        engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize, self.config.native)
         eos = eos_ids(self._tok, getattr(model, "generation_config", None))
         fast = Model(engine, eos, recent_size=self.config.prompt_cache)
         prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)

@@ -1,0 +1,255 @@
+/* One decode step of a Llama-family model for a batch of sequences, in a single call.
+ *
+ * servicebot's fast engine (plugins/responders/engine.py) runs prefill through torch and hands decode steps here
+ * when this file compiles on the machine (plugins/responders/native.py builds it once per source hash). A decode
+ * step reads every weight once and does little arithmetic on each, so on a small CPU its time is reading
+ * float16 weights plus, in torch, some 25 small operator calls per layer; here the whole step is one parallel
+ * region: float16 weights are widened with F16C and multiplied in float32 (the same products as fbgemm's fp16
+ * path), the KV caches are the engine's own tensors, and the rotary tables are the engine's.
+ *
+ * Build: cc -O3 -mavx2 -mfma -mf16c -fopenmp -shared -fPIC decode.c -o decode.so -lm
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+int sb_version(void) { return 1; }
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* A spinning barrier for the threads of one step. libgomp's own barriers sleep when OMP_WAIT_POLICY is PASSIVE
+ * (servicebot sets it so idle torch threads do not steal the CPU), and a futex wake per barrier would cost more
+ * than the work between two of them. After a bounded spin it yields, so a descheduled partner is not starved. */
+typedef struct {
+    int count, sense;
+} barrier_t;
+
+static void barrier_wait(barrier_t *bar, int threads, int *local) {
+    *local = !*local;
+    if (__atomic_add_fetch(&bar->count, 1, __ATOMIC_ACQ_REL) == threads) {
+        __atomic_store_n(&bar->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&bar->sense, *local, __ATOMIC_RELEASE);
+        return;
+    }
+    for (long spins = 0; __atomic_load_n(&bar->sense, __ATOMIC_ACQUIRE) != *local; spins++) {
+        if (spins < 200000)
+            _mm_pause();
+        else
+            sched_yield();
+    }
+}
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+#define MAXB 8 /* inputs multiplied against one streamed weight row at a time */
+
+static inline __m256 load8(const uint16_t *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
+
+/* Rows [0, N) of y[b] (+)= W x[b] for b < B, W float16 [N, K]; the rows are shared out among the threads. Must be
+ * called by every thread of the enclosing parallel region (it is an orphaned `omp for`), then a barrier. */
+static void gemv16(const uint16_t *W, int N, int K, const float *x, int ldx, float *y, int ldy, int B, int add) {
+    const int K8 = K & ~7;
+    if (B == 1) { /* four rows at a time: four independent sums keep the multiply-add units busy */
+        const int blocks = (N + 3) / 4;
+#pragma omp for schedule(static) nowait
+        for (int blk = 0; blk < blocks; blk++) {
+            const int n0 = blk * 4, rows = N - n0 < 4 ? N - n0 : 4;
+            if (rows == 4) {
+                const uint16_t *w0 = W + (size_t)n0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int k = 0; k < K8; k += 8) {
+                    const __m256 xv = _mm256_loadu_ps(x + k);
+                    if ((k & 31) == 0) { /* the next block's rows, one cache line each per 32 weights */
+                        _mm_prefetch((const char *)(w0 + 4 * (size_t)K + k), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(w1 + 4 * (size_t)K + k), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(w2 + 4 * (size_t)K + k), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(w3 + 4 * (size_t)K + k), _MM_HINT_T0);
+                    }
+                    a0 = _mm256_fmadd_ps(load8(w0 + k), xv, a0);
+                    a1 = _mm256_fmadd_ps(load8(w1 + k), xv, a1);
+                    a2 = _mm256_fmadd_ps(load8(w2 + k), xv, a2);
+                    a3 = _mm256_fmadd_ps(load8(w3 + k), xv, a3);
+                }
+                float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+                for (int k = K8; k < K; k++) {
+                    s[0] += h2f(w0[k]) * x[k];
+                    s[1] += h2f(w1[k]) * x[k];
+                    s[2] += h2f(w2[k]) * x[k];
+                    s[3] += h2f(w3[k]) * x[k];
+                }
+                for (int r = 0; r < 4; r++) y[n0 + r] = add ? y[n0 + r] + s[r] : s[r];
+            } else {
+                for (int r = 0; r < rows; r++) {
+                    const uint16_t *w = W + (size_t)(n0 + r) * K;
+                    __m256 a = _mm256_setzero_ps();
+                    for (int k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(load8(w + k), _mm256_loadu_ps(x + k), a);
+                    float s = hsum(a);
+                    for (int k = K8; k < K; k++) s += h2f(w[k]) * x[k];
+                    y[n0 + r] = add ? y[n0 + r] + s : s;
+                }
+            }
+        }
+        return;
+    }
+#pragma omp for schedule(static) nowait
+    for (int n = 0; n < N; n++) { /* each row is read once and multiplied against up to MAXB inputs */
+        const uint16_t *w = W + (size_t)n * K;
+        for (int b0 = 0; b0 < B; b0 += MAXB) {
+            const int nb = B - b0 < MAXB ? B - b0 : MAXB;
+            __m256 a[MAXB];
+            for (int b = 0; b < nb; b++) a[b] = _mm256_setzero_ps();
+            for (int k = 0; k < K8; k += 8) {
+                const __m256 wv = load8(w + k);
+                for (int b = 0; b < nb; b++)
+                    a[b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)(b0 + b) * ldx + k), a[b]);
+            }
+            for (int b = 0; b < nb; b++) {
+                const float *xb = x + (size_t)(b0 + b) * ldx;
+                float s = hsum(a[b]);
+                for (int k = K8; k < K; k++) s += h2f(w[k]) * xb[k];
+                float *out = y + (size_t)(b0 + b) * ldy + n;
+                *out = add ? *out + s : s;
+            }
+        }
+    }
+}
+
+/* out = x / sqrt(mean(x^2) + eps) * w, as torch's rms_norm computes it in float32. */
+static void rms_norm(const float *x, const float *w, int n, float eps, float *out) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    const float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+/* Rotary embedding in place on one head (transformers' rotate_half convention). */
+static void rope(float *v, const float *cs, const float *sn, int hd) {
+    const int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i + half] + a * sn[i + half];
+    }
+}
+
+static inline float dot(const float *a, const float *b, int n) {
+    const int n8 = n & ~7;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n8; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum(acc);
+    for (int i = n8; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* dims: layers, hidden, intermediate, heads, kv_heads, head_dim, vocab.
+ * weights: per layer qkv [(heads + 2 kv_heads) head_dim, hidden] f16, o [hidden, heads head_dim] f16,
+ *   gate_up [2 intermediate, hidden] f16, down [hidden, intermediate] f16, norm1 [hidden] f32, norm2 [hidden] f32;
+ *   then the final norm [hidden] f32 and the output projection [vocab, hidden] f16.
+ * x: [batch, hidden] embeddings of the new tokens (overwritten). pos: each sequence's position for its token.
+ * caches: per sequence, per layer, keys then values, each [kv_heads, capacity, head_dim] f32; caps: capacities.
+ * cos, sin: rotary tables with a row per position [*, head_dim]. logits: [batch, vocab] out.
+ * Returns 0, or -1 when scratch memory cannot be had. */
+int sb_decode(const int64_t *dims, float eps, const int64_t *weights, int batch, float *x, const int64_t *pos,
+              const int64_t *caches, const int64_t *caps, const float *cos_t, const float *sin_t, float *logits,
+              int threads) {
+    const int L = (int)dims[0], H = (int)dims[1], I = (int)dims[2], NH = (int)dims[3], NKV = (int)dims[4],
+              HD = (int)dims[5], V = (int)dims[6];
+    const int QKV = (NH + 2 * NKV) * HD, group = NH / NKV;
+    const float scale = 1.0f / sqrtf((float)HD);
+    int64_t longest = 0;
+    for (int b = 0; b < batch; b++) longest = pos[b] + 1 > longest ? pos[b] + 1 : longest;
+    float *h = malloc(sizeof(float) * (size_t)batch * H);
+    float *qkv = malloc(sizeof(float) * (size_t)batch * QKV);
+    float *att = malloc(sizeof(float) * (size_t)batch * NH * HD);
+    float *gu = malloc(sizeof(float) * (size_t)batch * 2 * I);
+    float *act = malloc(sizeof(float) * (size_t)batch * I);
+    float *scores = malloc(sizeof(float) * (size_t)batch * NH * longest);
+    if (!h || !qkv || !att || !gu || !act || !scores) {
+        free(h), free(qkv), free(att), free(gu), free(act), free(scores);
+        return -1;
+    }
+    barrier_t bar = {0, 0};
+#pragma omp parallel num_threads(threads)
+    {
+        const int team = omp_get_num_threads();
+        int local = 0;
+#define SYNC() barrier_wait(&bar, team, &local)
+        for (int l = 0; l < L; l++) {
+            const int64_t *lw = weights + 6 * l;
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < batch; b++)
+                rms_norm(x + (size_t)b * H, (const float *)lw[4], H, eps, h + (size_t)b * H);
+            SYNC();
+            gemv16((const uint16_t *)lw[0], QKV, H, h, H, qkv, QKV, batch, 0);
+            SYNC();
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < batch; b++) {
+                float *row = qkv + (size_t)b * QKV;
+                const float *cs = cos_t + (size_t)pos[b] * HD, *sn = sin_t + (size_t)pos[b] * HD;
+                for (int j = 0; j < NH + NKV; j++) rope(row + j * HD, cs, sn, HD);
+                float *kc = (float *)caches[((size_t)b * L + l) * 2], *vc = (float *)caches[((size_t)b * L + l) * 2 + 1];
+                for (int j = 0; j < NKV; j++) {
+                    memcpy(kc + ((size_t)j * caps[b] + pos[b]) * HD, row + (NH + j) * HD, sizeof(float) * HD);
+                    memcpy(vc + ((size_t)j * caps[b] + pos[b]) * HD, row + (NH + NKV + j) * HD, sizeof(float) * HD);
+                }
+            }
+            SYNC();
+#pragma omp for schedule(static) nowait
+            for (int bh = 0; bh < batch * NH; bh++) {
+                const int b = bh / NH, j = bh % NH, n = (int)pos[b] + 1;
+                const float *q = qkv + (size_t)b * QKV + j * HD;
+                const float *kc = (const float *)caches[((size_t)b * L + l) * 2] + (size_t)(j / group) * caps[b] * HD;
+                const float *vc =
+                    (const float *)caches[((size_t)b * L + l) * 2 + 1] + (size_t)(j / group) * caps[b] * HD;
+                float *s = scores + (size_t)bh * longest, top = -INFINITY, total = 0.0f;
+                for (int t = 0; t < n; t++) {
+                    s[t] = dot(q, kc + (size_t)t * HD, HD) * scale;
+                    top = s[t] > top ? s[t] : top;
+                }
+                for (int t = 0; t < n; t++) total += (s[t] = expf(s[t] - top));
+                float *out = att + (size_t)b * NH * HD + j * HD;
+                memset(out, 0, sizeof(float) * HD);
+                for (int t = 0; t < n; t++) {
+                    const float p = s[t] / total, *v = vc + (size_t)t * HD;
+                    for (int d = 0; d < HD; d++) out[d] += p * v[d];
+                }
+            }
+            SYNC();
+            gemv16((const uint16_t *)lw[1], H, NH * HD, att, NH * HD, x, H, batch, 1);
+            SYNC();
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < batch; b++)
+                rms_norm(x + (size_t)b * H, (const float *)lw[5], H, eps, h + (size_t)b * H);
+            SYNC();
+            gemv16((const uint16_t *)lw[2], 2 * I, H, h, H, gu, 2 * I, batch, 0);
+            SYNC();
+#pragma omp for schedule(static) nowait
+            for (int bi = 0; bi < batch * I; bi++) {
+                const int b = bi / I, i = bi % I;
+                const float g = gu[(size_t)b * 2 * I + i], u = gu[(size_t)b * 2 * I + I + i];
+                act[bi] = g / (1.0f + expf(-g)) * u;
+            }
+            SYNC();
+            gemv16((const uint16_t *)lw[3], H, I, act, I, x, H, batch, 1);
+            SYNC();
+        }
+#pragma omp for schedule(static) nowait
+        for (int b = 0; b < batch; b++)
+            rms_norm(x + (size_t)b * H, (const float *)weights[6 * L], H, eps, h + (size_t)b * H);
+        SYNC();
+        gemv16((const uint16_t *)weights[6 * L + 1], V, H, h, H, logits, V, batch, 0);
+#undef SYNC
+    }
+    free(h), free(qkv), free(att), free(gu), free(act), free(scores);
+    return 0;
+}
