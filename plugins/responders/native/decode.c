@@ -55,6 +55,31 @@ static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 static inline __m256 load8(const uint16_t *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
 
+/* One weight row's dot products with NB inputs (ldx apart); NB is a constant at every call site. */
+static inline __attribute__((always_inline)) void row_dots(const uint16_t *w, int K, const float *x, int ldx, int NB,
+                                                          float *out) {
+    const int K8 = K & ~7;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int k = 0; k < K8; k += 8) {
+        const __m256 wv = load8(w + k);
+        const float *xk = x + k;
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk), a0);
+        if (NB > 1) a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + ldx), a1);
+        if (NB > 2) a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 2 * (size_t)ldx), a2);
+        if (NB > 3) a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 3 * (size_t)ldx), a3);
+        if (NB > 4) a4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 4 * (size_t)ldx), a4);
+        if (NB > 5) a5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 5 * (size_t)ldx), a5);
+        if (NB > 6) a6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 6 * (size_t)ldx), a6);
+        if (NB > 7) a7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + 7 * (size_t)ldx), a7);
+    }
+    const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int b = 0; b < NB; b++) {
+        float v = hsum(acc[b]);
+        for (int k = K8; k < K; k++) v += h2f(w[k]) * x[(size_t)b * ldx + k];
+        out[b] = v;
+    }
+}
+
 /* Rows [0, N) of y[b] (+)= W x[b] for b < B, W float16 [N, K]; the rows are shared out among the threads. Must be
  * called by every thread of the enclosing parallel region (it is an orphaned `omp for`), then a barrier. */
 static void gemv16(const uint16_t *W, int N, int K, const float *x, int ldx, float *y, int ldy, int B, int add) {
@@ -102,23 +127,24 @@ static void gemv16(const uint16_t *W, int N, int K, const float *x, int ldx, flo
         return;
     }
 #pragma omp for schedule(static) nowait
-    for (int n = 0; n < N; n++) { /* each row is read once and multiplied against up to MAXB inputs */
+    for (int n = 0; n < N; n++) { /* each row is read once and multiplied against every input */
         const uint16_t *w = W + (size_t)n * K;
         for (int b0 = 0; b0 < B; b0 += MAXB) {
             const int nb = B - b0 < MAXB ? B - b0 : MAXB;
-            __m256 a[MAXB];
-            for (int b = 0; b < nb; b++) a[b] = _mm256_setzero_ps();
-            for (int k = 0; k < K8; k += 8) {
-                const __m256 wv = load8(w + k);
-                for (int b = 0; b < nb; b++)
-                    a[b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)(b0 + b) * ldx + k), a[b]);
+            float s[MAXB];
+            switch (nb) { /* a constant count per case keeps the sums in registers */
+            case 8: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 8, s); break;
+            case 7: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 7, s); break;
+            case 6: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 6, s); break;
+            case 5: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 5, s); break;
+            case 4: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 4, s); break;
+            case 3: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 3, s); break;
+            case 2: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 2, s); break;
+            default: row_dots(w, K, x + (size_t)b0 * ldx, ldx, 1, s); break;
             }
             for (int b = 0; b < nb; b++) {
-                const float *xb = x + (size_t)(b0 + b) * ldx;
-                float s = hsum(a[b]);
-                for (int k = K8; k < K; k++) s += h2f(w[k]) * xb[k];
                 float *out = y + (size_t)(b0 + b) * ldy + n;
-                *out = add ? *out + s : s;
+                *out = add ? *out + s[b] : s[b];
             }
         }
     }
@@ -205,23 +231,31 @@ int sb_decode(const int64_t *dims, float eps, const int64_t *weights, int batch,
             }
             SYNC();
 #pragma omp for schedule(static) nowait
-            for (int bh = 0; bh < batch * NH; bh++) {
-                const int b = bh / NH, j = bh % NH, n = (int)pos[b] + 1;
-                const float *q = qkv + (size_t)b * QKV + j * HD;
-                const float *kc = (const float *)caches[((size_t)b * L + l) * 2] + (size_t)(j / group) * caps[b] * HD;
-                const float *vc =
-                    (const float *)caches[((size_t)b * L + l) * 2 + 1] + (size_t)(j / group) * caps[b] * HD;
-                float *s = scores + (size_t)bh * longest, top = -INFINITY, total = 0.0f;
-                for (int t = 0; t < n; t++) {
-                    s[t] = dot(q, kc + (size_t)t * HD, HD) * scale;
-                    top = s[t] > top ? s[t] : top;
+            for (int bg = 0; bg < batch * NKV; bg++) { /* a key/value head and the query heads that share it */
+                const int b = bg / NKV, g = bg % NKV, n = (int)pos[b] + 1;
+                const size_t at = ((size_t)b * L + l) * 2, off = (size_t)g * caps[b] * HD;
+                const float *kc = (const float *)caches[at] + off, *vc = (const float *)caches[at + 1] + off;
+                const float *q = qkv + (size_t)b * QKV + (size_t)g * group * HD; /* its `group` query heads */
+                float *s = scores + (size_t)(b * NH + g * group) * longest;      /* one row of n per query head */
+                float *out = att + (size_t)b * NH * HD + (size_t)g * group * HD;
+                for (int t = 0; t < n; t++) { /* each cached key is read once for the whole group */
+                    const float *k = kc + (size_t)t * HD;
+                    for (int j = 0; j < group; j++) s[(size_t)j * longest + t] = dot(q + j * HD, k, HD) * scale;
                 }
-                for (int t = 0; t < n; t++) total += (s[t] = expf(s[t] - top));
-                float *out = att + (size_t)b * NH * HD + j * HD;
-                memset(out, 0, sizeof(float) * HD);
-                for (int t = 0; t < n; t++) {
-                    const float p = s[t] / total, *v = vc + (size_t)t * HD;
-                    for (int d = 0; d < HD; d++) out[d] += p * v[d];
+                for (int j = 0; j < group; j++) {
+                    float *row = s + (size_t)j * longest, top = -INFINITY, total = 0.0f;
+                    for (int t = 0; t < n; t++) top = row[t] > top ? row[t] : top;
+                    for (int t = 0; t < n; t++) total += (row[t] = expf(row[t] - top));
+                    for (int t = 0; t < n; t++) row[t] /= total;
+                }
+                memset(out, 0, sizeof(float) * group * HD);
+                for (int t = 0; t < n; t++) { /* and each cached value once */
+                    const float *v = vc + (size_t)t * HD;
+                    for (int j = 0; j < group; j++) {
+                        const float p = s[(size_t)j * longest + t];
+                        float *o = out + j * HD;
+                        for (int d = 0; d < HD; d++) o[d] += p * v[d];
+                    }
                 }
             }
             SYNC();
