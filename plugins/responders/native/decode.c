@@ -84,42 +84,37 @@ static inline __attribute__((always_inline)) void row_dots(const uint16_t *w, in
  * called by every thread of the enclosing parallel region (it is an orphaned `omp for`), then a barrier. */
 static void gemv16(const uint16_t *W, int N, int K, const float *x, int ldx, float *y, int ldy, int B, int add) {
     const int K8 = K & ~7;
-    if (B == 1) { /* four rows at a time: four independent sums keep the multiply-add units busy */
-        const int blocks = (N + 3) / 4;
+    if (B == 1) { /* eight rows at a time: eight independent sums keep both multiply-add units busy */
+        const int blocks = (N + 7) / 8;
 #pragma omp for schedule(static) nowait
         for (int blk = 0; blk < blocks; blk++) {
-            const int n0 = blk * 4, rows = N - n0 < 4 ? N - n0 : 4;
-            if (rows == 4) {
-                const uint16_t *w0 = W + (size_t)n0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const int n0 = blk * 8, rows = N - n0 < 8 ? N - n0 : 8;
+            const uint16_t *w = W + (size_t)n0 * K;
+            if (rows == 8) {
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
                 for (int k = 0; k < K8; k += 8) {
                     const __m256 xv = _mm256_loadu_ps(x + k);
-                    if ((k & 31) == 0) { /* the next block's rows, one cache line each per 32 weights */
-                        _mm_prefetch((const char *)(w0 + 4 * (size_t)K + k), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(w1 + 4 * (size_t)K + k), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(w2 + 4 * (size_t)K + k), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(w3 + 4 * (size_t)K + k), _MM_HINT_T0);
-                    }
-                    a0 = _mm256_fmadd_ps(load8(w0 + k), xv, a0);
-                    a1 = _mm256_fmadd_ps(load8(w1 + k), xv, a1);
-                    a2 = _mm256_fmadd_ps(load8(w2 + k), xv, a2);
-                    a3 = _mm256_fmadd_ps(load8(w3 + k), xv, a3);
+                    if ((k & 31) == 0) /* the next block's rows: one cache line per row per 32 weights */
+                        for (int r = 0; r < 8; r++) _mm_prefetch((const char *)(w + (size_t)(8 + r) * K + k), _MM_HINT_T0);
+                    a0 = _mm256_fmadd_ps(load8(w + k), xv, a0);
+                    a1 = _mm256_fmadd_ps(load8(w + (size_t)K + k), xv, a1);
+                    a2 = _mm256_fmadd_ps(load8(w + 2 * (size_t)K + k), xv, a2);
+                    a3 = _mm256_fmadd_ps(load8(w + 3 * (size_t)K + k), xv, a3);
+                    a4 = _mm256_fmadd_ps(load8(w + 4 * (size_t)K + k), xv, a4);
+                    a5 = _mm256_fmadd_ps(load8(w + 5 * (size_t)K + k), xv, a5);
+                    a6 = _mm256_fmadd_ps(load8(w + 6 * (size_t)K + k), xv, a6);
+                    a7 = _mm256_fmadd_ps(load8(w + 7 * (size_t)K + k), xv, a7);
                 }
-                float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-                for (int k = K8; k < K; k++) {
-                    s[0] += h2f(w0[k]) * x[k];
-                    s[1] += h2f(w1[k]) * x[k];
-                    s[2] += h2f(w2[k]) * x[k];
-                    s[3] += h2f(w3[k]) * x[k];
+                const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+                for (int r = 0; r < 8; r++) {
+                    float s = hsum(acc[r]);
+                    for (int k = K8; k < K; k++) s += h2f(w[(size_t)r * K + k]) * x[k];
+                    y[n0 + r] = add ? y[n0 + r] + s : s;
                 }
-                for (int r = 0; r < 4; r++) y[n0 + r] = add ? y[n0 + r] + s[r] : s[r];
             } else {
                 for (int r = 0; r < rows; r++) {
-                    const uint16_t *w = W + (size_t)(n0 + r) * K;
-                    __m256 a = _mm256_setzero_ps();
-                    for (int k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(load8(w + k), _mm256_loadu_ps(x + k), a);
-                    float s = hsum(a);
-                    for (int k = K8; k < K; k++) s += h2f(w[k]) * x[k];
+                    float s;
+                    row_dots(w + (size_t)r * K, K, x, ldx, 1, &s);
                     y[n0 + r] = add ? y[n0 + r] + s : s;
                 }
             }
