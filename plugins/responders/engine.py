@@ -247,7 +247,7 @@ class _NativeStep:
     def step(self, engine: LlamaEngine, tokens: list[int], caches: list[KVCache]) -> Tensor:
         """Logits [batch, vocab] for one new token per cache; writes each token's keys and values at its position."""
         batch = len(tokens)
-        x = engine.embed[torch.tensor(tokens)].contiguous()
+        x = engine.embed[torch.tensor(tokens)].float().contiguous()  # the library reads float32 rows
         positions = torch.tensor([c.length for c in caches], dtype=torch.int64)
         cos, sin = engine._rope(int(positions.max()) + 1)
         for cache in caches:
