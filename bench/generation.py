@@ -298,9 +298,9 @@ def main() -> None:
         one, eight = [
             median([decode_steps(served.engine, served.prefix, ids, b) for _ in range(args.repeats)]) for b in (1, 8)
         ]
-        path = ", native step" if served.engine.native else ""
+        step = ", native step" if served.engine.native else ""
         rates = f"8 sequences {eight:.1f} tok/s vs 1 sequence {one:.1f} = {eight / one:.2f}x"
-        print(f"decode steps alone ({fmt}{path}): {rates}")
+        print(f"decode steps alone ({fmt}{step}): {rates}")
     if args.batch_only:
         return
     cpp = LlamaCpp(text, args.threads) if LLAMACPP_PY.exists() else None
