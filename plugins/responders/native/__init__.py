@@ -17,6 +17,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from plugins.responders.model_cache import cache_root
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("decode.c")
@@ -34,11 +36,6 @@ def _cpu_ok() -> bool:
     return {"avx2", "fma", "f16c"} <= set(flags)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("SERVICEBOT_MODEL_CACHE", str(Path.home() / ".cache" / "servicebot" / "models"))
-    return Path(root) / "native"
-
-
 def _build() -> ctypes.CDLL | None:
     if os.environ.get("SERVICEBOT_NATIVE", "1") == "0" or not _cpu_ok():
         return None
@@ -48,7 +45,7 @@ def _build() -> ctypes.CDLL | None:
         return None
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"decode-{digest}.so"
+    target = cache_root() / "native" / f"decode-{digest}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)

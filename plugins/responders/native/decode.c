@@ -1,7 +1,7 @@
 /* One decode step of a Llama-family model for a batch of sequences, in a single call.
  *
  * servicebot's fast engine (plugins/responders/engine.py) runs prefill through torch and hands decode steps here
- * when this file compiles on the machine (plugins/responders/native.py builds it once per source hash). A decode
+ * when this file compiles on the machine (plugins/responders/native/__init__.py builds it once per source hash). A decode
  * step reads every weight once and does little arithmetic on each, so on a small CPU its time is reading
  * float16 weights plus, in torch, some 25 small operator calls per layer; here the whole step is one parallel
  * region: float16 weights are widened with F16C and multiplied in float32 (the same products as fbgemm's fp16
@@ -16,9 +16,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-
-int sb_version(void) { return 1; }
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
