@@ -23,6 +23,7 @@ from bot.service import parse_messages, sources
 log = logging.getLogger(__name__)
 MODEL = "servicebot"
 SORRY = "Sorry, something went wrong on our side; please try again."
+COALESCE_S = 0.03  # streamed text is written at most this often (a chunk may then carry several tokens)
 
 
 class ApiError(Exception):
@@ -109,7 +110,7 @@ def build_api(state: AppState) -> fastapi.APIRouter:
     router = fastapi.APIRouter()
     service = state.service
 
-    def authorize(request: fastapi.Request) -> None:
+    async def authorize(request: fastapi.Request) -> None:  # async: a sync dependency costs a thread hop
         if not state.secrets.api_keys:
             raise ApiError(403, "The API is closed on this server: set SERVICEBOT_API_KEYS to open it.", "forbidden")
         if not state.secrets.api_key_ok(request.headers.get("authorization")):
@@ -170,12 +171,17 @@ def build_api(state: AppState) -> fastapi.APIRouter:
             raise ApiError(429, TOO_FAST, "rate_limit_exceeded")
         created, completion = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
-            return StreamingResponse(
-                _stream(state, messages, conversation, completion, created),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        reply = await service.answer(messages, conversation)
+            # The turn runs up to its first event before the response starts: a refused turn (or any answer
+            # that comes in one piece) is then sent as one plain response, without a streaming task per turn.
+            events = service.stream(messages, conversation, state.admission)
+            first = await _first(events)
+            chunks = _stream(state, _chain(first, events), messages, completion, created, conversation)
+            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            if isinstance(first, Delta):
+                return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+            text = "".join([chunk async for chunk in chunks])
+            return fastapi.Response(text, media_type="text/event-stream", headers=headers)
+        reply = await service.answer(messages, conversation, state.admission)
         state.record_later(conversation, "api", messages[-1].content, reply)
         return {
             "id": completion,
@@ -197,8 +203,32 @@ def build_api(state: AppState) -> fastapi.APIRouter:
     return router
 
 
+async def _first(events: AsyncIterator[Delta | Reply]) -> Delta | Reply | Exception:
+    """The turn's first event, or the exception it failed with."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return RuntimeError("the turn ended without a reply")
+    except Exception as exc:
+        return exc
+
+
+async def _chain(first: Delta | Reply | Exception, rest: AsyncIterator[Delta | Reply]) -> AsyncIterator[Delta | Reply]:
+    """The events again, the prefetched first one included (an exception is raised where it happened)."""
+    if isinstance(first, Exception):  # the turn's generator is already finished
+        raise first
+    yield first
+    async for event in rest:
+        yield event
+
+
 async def _stream(
-    state: AppState, messages: Any, conversation: str, completion: str, created: int
+    state: AppState,
+    events: AsyncIterator[Delta | Reply],
+    messages: Any,
+    completion: str,
+    created: int,
+    conversation: str,
 ) -> AsyncIterator[str]:
     """Server-sent chunks in OpenAI's format; with output guards configured, text is sent only once they pass it."""
 
@@ -208,26 +238,45 @@ async def _stream(
         return _sse({**body, "choices": [choice], **extra})
 
     live = not state.service.pipeline.output_guards
-    yield chunk({"role": "assistant", "content": ""})
+    head = chunk({"role": "assistant", "content": ""})  # goes out with the first text: one write, not two
     sent: list[str] = []
+    held: list[str] = []
+    flushed = 0.0
     try:
-        async for event in state.service.stream(messages, conversation):
+        async for event in events:
             if isinstance(event, Delta):
                 if live:
-                    sent.append(event.text)
-                    yield chunk({"content": event.text})
+                    # Text that arrives within COALESCE_S of the last write waits for the next one: a model's
+                    # tokens still flow about as they come, a burst (an extractive answer, or tokens that piled
+                    # up while the loop was busy) goes out as one chunk rather than a write per word.
+                    held.append(event.text)
+                    now = time.monotonic()
+                    if now - flushed >= COALESCE_S:
+                        text, flushed = "".join(held), now
+                        held.clear()
+                        sent.append(text)
+                        yield head + chunk({"content": text})
+                        head = ""
                 continue
             reply: Reply = event
             tail = ""
-            if not sent:  # nothing streamed yet (guarded, refused, or no knowledge): the answer in one piece
+            if held:
+                sent.append("".join(held))
+                tail = chunk({"content": sent[-1]})
+            elif not sent:  # nothing streamed (guarded, refused, or no knowledge): the answer in one piece
                 sent.append(reply.answer)
                 tail = chunk({"content": reply.answer})
             state.record_later(conversation, "api", messages[-1].content, reply)
             # One write for the rest: each write is a trip through the event loop, which is busy under load.
-            yield tail + chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent))) + "data: [DONE]\n\n"
+            yield (
+                head
+                + tail
+                + chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent)))
+                + "data: [DONE]\n\n"
+            )
             return
     except Exception:
         log.exception("API stream failed")
         state.metrics.inc("servicebot_errors_total", channel="api")
-        yield _sse({"error": {"message": SORRY, "type": "server_error", "code": "server_error", "param": None}})
+        yield head + _sse({"error": {"message": SORRY, "type": "server_error", "code": "server_error", "param": None}})
     yield "data: [DONE]\n\n"

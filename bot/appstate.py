@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from bot.admission import Admission
 from bot.auth import Secrets
 from bot.contracts import Reply
 from bot.metrics import Metrics
@@ -22,6 +23,7 @@ from bot.service import Service, sources
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DEFAULT_ACTIVE_TURNS = 8  # turns answering at once when neither the settings nor the responder say
 TOO_FAST = "You are sending messages faster than we can answer; please wait a moment and try again."
 
 
@@ -40,6 +42,7 @@ class AppState:
     _writer: TurnWriter = field(init=False, repr=False)
     ip_limit: RateLimiter = field(init=False)
     session_limit: RateLimiter = field(init=False)
+    admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         self._writer = TurnWriter(lambda: self.records)
@@ -47,6 +50,10 @@ class AppState:
         # One address may carry many customers (an office, a proxy): it gets ten sessions' worth of burst.
         self.ip_limit = RateLimiter(server.rate_per_ip, server.rate_burst * 10)
         self.session_limit = RateLimiter(server.rate_per_session, server.rate_burst)
+        active = server.max_active_turns
+        if active is None:  # a responder may say how many turns it serves well at once (a batch, a remote pool)
+            active = int(getattr(self.service.pipeline.responder, "concurrency", DEFAULT_ACTIVE_TURNS))
+        self.admission = Admission(active)
 
     @property
     def browser_secret(self) -> str:

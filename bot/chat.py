@@ -108,7 +108,7 @@ def build_chat(state: AppState) -> gr.Blocks:
                 await state.db(records.add_message, conversation, "user", text)
                 yield [*history, {"role": "assistant", "content": WITH_HUMAN}], conversation, ids
                 return
-            async for event in service.stream(messages, conversation):
+            async for event in service.stream(messages, conversation, state.admission):
                 if isinstance(event, Delta):
                     shown += event.text
                     yield [*history, {"role": "assistant", "content": escape_answer(shown)}], conversation, ids

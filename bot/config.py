@@ -88,6 +88,10 @@ class ServerSettings(Strict):
     rate_per_ip: float = Field(default=600, ge=0)  # turns per minute per client address (0 = no limit)
     rate_per_session: float = Field(default=30, ge=0)  # turns per minute per conversation or API user
     rate_burst: int = Field(default=10, ge=1)  # turns allowed at once after a quiet spell
+    # Turns past the input guards (retrieving, generating) at once; the rest wait, so turns the guards block stay
+    # fast under load. None = the responder's own figure (`hf`: max_batch; `openai`: max_concurrent; else 8);
+    # 0 = no gate. Read at start.
+    max_active_turns: int | None = Field(default=None, ge=0)
     reports_dir: Path = Path("artifacts")  # evaluation reports and plots shown in the ops console
 
 

@@ -12,7 +12,7 @@ from bot.contracts import Reply
 # Seconds; chosen around what a turn costs here: guards (sub-ms to ms) up to a small LLM on a CPU (seconds).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Reply.latency_ms keys that are stages of the turn; the others, `guard.<name>`, are single plugins.
-STAGES = ("guards_in", "retrieval", "guards_passages", "first_token", "generation", "guards_out", "total")
+STAGES = ("guards_in", "queued", "retrieval", "guards_passages", "first_token", "generation", "guards_out", "total")
 
 Labels = tuple[tuple[str, str], ...]
 

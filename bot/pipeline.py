@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.admission import Admission
 from bot.contracts import (
     Draft,
     InputGuard,
@@ -71,7 +72,10 @@ def _responder_failed(name: str, exc: BaseException) -> Verdict:
 async def _guarded(name: str, check: Awaitable[object], timeout_s: float) -> Verdict:
     """Run one guard check; an exception or a timeout blocks the turn (fail closed)."""
     try:
-        verdict = await asyncio.wait_for(check, timeout_s)
+        # A timeout scope, not wait_for: no task per check, so a guard that answers at once costs no trip
+        # through the (under load, long) event loop queue.
+        async with asyncio.timeout(timeout_s):
+            verdict = await check
         if not isinstance(verdict, Verdict):
             raise TypeError(f"returned {type(verdict).__name__}, not a Verdict")
         return verdict
@@ -125,8 +129,12 @@ async def _nothing() -> AsyncIterator[str]:
         yield ""
 
 
-async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
-    """Run one turn, yielding answer deltas as they are generated and the final Reply last."""
+async def stream_turn(turn: Turn, p: Pipeline, admit: Admission | None = None) -> AsyncIterator[Delta | Reply]:
+    """Run one turn, yielding answer deltas as they are generated and the final Reply last.
+
+    With `admit`, a turn the input guards let through waits at that gate before retrieval (its wait is
+    `latency_ms["queued"]`); a refused turn is answered without waiting.
+    """
     t0 = time.perf_counter()
     latency: dict[str, float] = {}
     verdicts: list[Verdict] = []
@@ -146,7 +154,20 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
         latency["total"] = _ms(t0)
         yield p.policy.decide(turn, None, [], verdicts, latency)
         return
+    t = time.perf_counter()
+    async with admit() if admit is not None else contextlib.nullcontext():
+        if admit is not None:
+            latency["queued"] = _ms(t)
+        # Closed here, not left to the garbage collector, when the client leaves (see `_closing`).
+        async with contextlib.aclosing(_answer(turn, p, t0, latency, verdicts)) as events:
+            async for event in events:
+                yield event
 
+
+async def _answer(
+    turn: Turn, p: Pipeline, t0: float, latency: dict[str, float], verdicts: list[Verdict]
+) -> AsyncGenerator[Delta | Reply, None]:
+    """The rest of a turn the input guards let through: retrieval, passage guards, responder, output guards."""
     t = time.perf_counter()
     passages = await p.retriever.search(turn.text, k=p.k)
     latency["retrieval"] = _ms(t)
@@ -154,7 +175,8 @@ async def stream_turn(turn: Turn, p: Pipeline) -> AsyncIterator[Delta | Reply]:
     for pguard in p.passage_guards:  # indirect prompt injection is removed before the model reads it
         try:
             tg = time.perf_counter()
-            passages, verdict = await asyncio.wait_for(pguard.check_passages(turn, passages), p.guard_timeout_s)
+            async with asyncio.timeout(p.guard_timeout_s):
+                passages, verdict = await pguard.check_passages(turn, passages)
             _took(latency, pguard.name, tg)
         except Exception as exc:
             passages, verdict = [], _failed(pguard.name, exc)

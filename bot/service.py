@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.admission import Admission
 from bot.config import Settings, load_settings
 from bot.contracts import (
     Adaptable,
@@ -234,20 +235,27 @@ class Service:
         """Make a Turn with a fresh id."""
         return Turn(tuple(messages), id=uuid.uuid4().hex, session_id=session_id)
 
-    async def answer(self, messages: Sequence[Message], session_id: str = "") -> Reply:
+    async def answer(
+        self, messages: Sequence[Message], session_id: str = "", admit: Admission | None = None
+    ) -> Reply:
         """Answer one turn."""
         reply: Reply | None = None
-        async for event in self.stream(messages, session_id):
+        async for event in self.stream(messages, session_id, admit):
             if isinstance(event, Reply):
                 reply = event
         assert reply is not None
         return reply
 
-    async def stream(self, messages: Sequence[Message], session_id: str = "") -> AsyncIterator[Delta | Reply]:
-        """Answer one turn, streaming; a handoff is queued for a human with the redacted transcript."""
+    async def stream(
+        self, messages: Sequence[Message], session_id: str = "", admit: Admission | None = None
+    ) -> AsyncIterator[Delta | Reply]:
+        """Answer one turn, streaming; a handoff is queued for a human with the redacted transcript.
+
+        `admit` is the web app's gate on turns answering at once (see `Admission`).
+        """
         self.maybe_reload()
         turn = self.turn(messages, session_id)
-        async for event in stream_turn(turn, self.pipeline):
+        async for event in stream_turn(turn, self.pipeline, admit):
             if isinstance(event, Reply) and event.handoff and self.records is not None:
                 self._queue_handoff(turn, event)
             yield event

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -14,8 +16,10 @@ import openai
 import pytest
 from conftest_web import API_KEY, SECRETS
 
+from bot.appstate import DEFAULT_ACTIVE_TURNS, AppState
 from bot.auth import Secrets
 from bot.config import ServerSettings, Settings
+from bot.contracts import Passage, Turn
 from bot.service import Service
 
 pytest_plugins = ["conftest_web"]
@@ -69,12 +73,55 @@ def test_openai_client_streams_deltas_that_add_up_to_the_answer(client: openai.O
     )
     chunks = list(stream)
     pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
-    assert len([p for p in pieces if p]) > 3  # streamed piece by piece, not one lump
+    # The first words go out at once; the rest, ready at the same moment (an extractive answer), in one chunk.
+    assert len([p for p in pieces if p]) >= 2
     final = chunks[-1]
     assert final.choices[0].finish_reason == "stop"
     extra = final.model_extra["servicebot"] if final.model_extra else {}
     assert "".join(pieces).strip() == extra["answer"].strip() and not extra["replaced"]
     assert extra["sources"] and extra["verdicts"]
+
+
+class PacedResponder:
+    """Words 80 ms apart, as a model on a CPU writes tokens."""
+
+    name = "paced"
+    words = ("Tap", "Forgot", "password", "on", "the", "sign-in", "screen", "[1]")
+
+    async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
+        for word in self.words:
+            await asyncio.sleep(0.08)
+            yield word + " "
+
+
+def test_text_from_a_paced_model_streams_as_it_comes(
+    web_service: Service, serve: Callable[..., AbstractContextManager[str]]
+) -> None:
+    paced = Service(web_service.settings, dataclasses.replace(web_service.pipeline, responder=PacedResponder()))
+    with serve(paced) as url:
+        arrived: list[tuple[float, str]] = []
+        body = {"model": "servicebot", "stream": True, "messages": [{"role": "user", "content": "reset my password"}]}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+            start = time.monotonic()
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    content = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    if content:
+                        arrived.append((time.monotonic() - start, content))
+    assert "".join(text for _, text in arrived).split() == list(PacedResponder.words)
+    assert len(arrived) >= len(PacedResponder.words) - 1  # not coalesced: each word came 80 ms after the last
+    assert arrived[-1][0] - arrived[0][0] >= 0.4
+
+
+def test_the_admission_gate_takes_its_size_from_the_settings_or_else_the_responder(web_service: Service) -> None:
+    assert AppState(web_service, SECRETS).admission.limit == DEFAULT_ACTIVE_TURNS  # extractive names no figure
+    paced = PacedResponder()
+    paced.concurrency = 3  # type: ignore[attr-defined]
+    own = Service(web_service.settings, dataclasses.replace(web_service.pipeline, responder=paced))
+    assert AppState(own, SECRETS).admission.limit == 3
+    server = web_service.settings.server.model_copy(update={"max_active_turns": 0})
+    off = Service(web_service.settings.model_copy(update={"server": server}), own.pipeline)
+    assert AppState(off, SECRETS).admission.limit == 0
 
 
 def test_raw_sse_is_openai_shaped_and_ends_with_done(web_url: str) -> None:

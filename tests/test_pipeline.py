@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from conftest import EchoResponder, FixedGuard, StaticRetriever
 
+from bot.admission import Admission
 from bot.contracts import Message, Passage, Reply, Turn, Verdict
 from bot.pipeline import Delta, Pipeline, respond, stream_turn
 from bot.policy import NO_KNOWLEDGE
@@ -136,3 +138,44 @@ async def test_a_client_leaving_mid_answer_closes_the_responder_stream_at_once()
     responder.gate.set()
     reply = await asyncio.wait_for(respond(turn("where is my parcel"), p), 1)
     assert not reply.refused and responder.closed == 2
+
+
+async def _answer(t: Turn, p: Pipeline, admit: Admission) -> Reply:
+    async for event in stream_turn(t, p, admit):
+        if isinstance(event, Reply):
+            return event
+    raise AssertionError("no reply")
+
+
+async def test_the_admission_gate_holds_answers_back_but_never_refusals() -> None:
+    gate = Admission(1)
+    async with gate():  # the only place is taken, as by a long answer being generated
+        waiting = asyncio.create_task(_answer(turn("how do i reset"), pipeline(FixedGuard("ok", False)), gate))
+        refused = await asyncio.wait_for(_answer(turn("attack"), pipeline(FixedGuard("no", True)), gate), 1)
+        assert refused.refused and "queued" not in refused.latency_ms
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and gate.waiting == 1 and gate.active == 1
+    reply = await asyncio.wait_for(waiting, 5)
+    assert not reply.refused and "You asked: how do i reset" in reply.answer
+    assert reply.latency_ms["queued"] >= 40
+    assert gate.waiting == 0 and gate.active == 0
+
+
+async def test_a_turn_that_leaves_while_queued_gives_up_nothing_it_did_not_take() -> None:
+    gate = Admission(1)
+    async with gate():
+        left = asyncio.create_task(_answer(turn("how do i reset"), pipeline(FixedGuard("ok", False)), gate))
+        await asyncio.sleep(0.02)
+        left.cancel()  # the client went away while the turn waited at the gate
+        with contextlib.suppress(asyncio.CancelledError):
+            await left
+        assert gate.waiting == 0 and gate.active == 1
+    reply = await asyncio.wait_for(_answer(turn("how do i reset"), pipeline(FixedGuard("ok", False)), gate), 5)
+    assert not reply.refused and gate.active == 0
+
+
+async def test_admission_zero_lets_every_turn_through() -> None:
+    gate = Admission(0)
+    async with gate(), gate():
+        reply = await asyncio.wait_for(_answer(turn("how do i reset"), pipeline(FixedGuard("ok", False)), gate), 5)
+    assert not reply.refused and reply.latency_ms["queued"] < 1000

@@ -72,6 +72,7 @@ class HFResponder:
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()  # `generate` runs one at a time: the CPU is shared
         self._scheduler = Scheduler(config.max_batch)
+        self.concurrency = config.max_batch  # turns the web app lets answer at once (server.max_active_turns)
 
     def warm(self) -> None:
         """Load the model (converting the default one on first use) and the configured adapter."""

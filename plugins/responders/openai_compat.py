@@ -33,12 +33,15 @@ class OpenAIResponder:
         timeout_s: float = Field(default=60.0, gt=0)
         connect_timeout_s: float = Field(default=5.0, gt=0)
         check_model: bool = True  # at start, refuse a server that does not list `model`
+        # Turns streaming from the engine at once (server.max_active_turns); the engine does the heavy work.
+        max_concurrent: int = Field(default=64, ge=1)
 
     name = "openai"
 
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
         self._base = config.base_url.rstrip("/")
+        self.concurrency = config.max_concurrent
 
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.config.api_key_env, "")
