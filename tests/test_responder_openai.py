@@ -143,7 +143,9 @@ def test_streams_an_answer_from_a_real_openai_compatible_server(engine_url: str)
     responder = remote(engine_url)
     responder.warm()
     deltas = asyncio.run(collect(responder, "I forgot my password and can't log in"))
-    assert len(deltas) > 3  # streamed in pieces, not one blob
+    # Streamed in pieces, not one blob: the engine here (`bot serve`, extractive) sends its first words at once and
+    # the rest, ready at the same moment, as one more chunk.
+    assert len(deltas) >= 2
     answer = "".join(deltas)
     assert "password" in answer.lower() and "[1]" in answer
     body = responder.payload(Turn((Message("user", "hi"),)), [PASSAGE])
