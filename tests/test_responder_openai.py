@@ -154,7 +154,7 @@ def test_streams_an_answer_from_a_real_openai_compatible_server(engine_url: str)
 
 def test_leaving_early_closes_the_stream_and_the_server_keeps_serving(engine_url: str) -> None:
     responder = remote(engine_url)
-    assert len(asyncio.run(collect(responder, "How do I reset my password?", limit=2))) == 2
+    assert len(asyncio.run(collect(responder, "How do I reset my password?", limit=1))) == 1  # leaves mid-answer
     assert asyncio.run(collect(responder, "How do I reset my password?"))  # the next request is served
 
 
