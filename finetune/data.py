@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,10 @@ class DataConfig(BaseModel):
     refusals: int = Field(default=40, ge=0)  # harmful requests -> kind refusal
     benign: int = Field(default=40, ge=0)  # alarming-sounding in-domain questions -> helpful answer
     passages: int | None = Field(default=None, ge=1)  # passages per prompt (default: knowledge.k)
+    # The knowledge target: `reference` = the QA file's answer, cited; `extract` = the one or two consecutive
+    # sentences of an answering passage that best match that answer (token F1), cited: the model learns to find
+    # and quote the answer in its passages rather than to paraphrase, which a small model does unfaithfully.
+    answers: Literal["reference", "extract"] = "reference"
 
 
 @dataclass(frozen=True)
@@ -117,10 +121,33 @@ def _knowledge(
             report.skipped.append(f"{row.get('id')}: no chunk of {row['article_ids']} is indexed")
             continue
         passages, n = found
-        answer = Message("assistant", f"{row['answer'].strip()} [{n}]")
+        text = row["answer"].strip()
+        if cfg.answers == "extract":
+            text, n = best_extract(passages, row["article_ids"], text) or (text, n)
+        answer = Message("assistant", f"{text} [{n}]")
         msgs = prompt_messages(Turn((Message("user", row["question"]),)), passages, system)
         out.append(Example(str(row.get("id", len(out))), "knowledge", (*msgs, answer)))
     return out
+
+
+def best_extract(passages: Sequence[Passage], doc_ids: Sequence[str], reference: str) -> tuple[str, int] | None:
+    """The one or two consecutive sentences of an answering passage with the best token F1 against `reference`,
+    and that passage's 1-based number; None when no answering passage has a sentence sharing a word with it."""
+    from finetune.metrics import token_f1
+    from plugins.responders.extractive import passage_sentences
+
+    best: tuple[float, str, int] | None = None
+    for number, passage in enumerate(passages, 1):
+        if passage.doc_id not in doc_ids:
+            continue
+        sentences = passage_sentences(passage)
+        for width in (1, 2):
+            for i in range(len(sentences) - width + 1):
+                text = " ".join(sentences[i : i + width])
+                score = token_f1(text, reference)
+                if score > 0 and (best is None or score > best[0]):
+                    best = (score, text, number)
+    return (best[1], best[2]) if best else None
 
 
 def _articles(source: Path, search: SearchFn, k: int, system: str, report: DataReport) -> list[Example]:

@@ -71,6 +71,34 @@ def test_training_set_never_contains_heldout_questions(demo_service: Any, tmp_pa
     assert all(e.messages[-1].content.rstrip().endswith("]") for e in cited)
 
 
+def test_extract_answers_quote_the_answering_passage_where_it_best_matches_the_reference(
+    demo_service: Any, tmp_path: Path
+) -> None:
+    from finetune.data import grounded
+    from finetune.metrics import token_f1
+    from plugins.responders.extractive import passage_sentences
+
+    qa = _cut(15, tmp_path)
+    search, system, source = _searcher(demo_service.settings)
+    cfg = DataConfig(qa_file=qa, refusals=0, benign=0, answers="extract")
+    examples, _ = build_examples(
+        cfg, search, k=3, system=system, source=source, database=tmp_path / "none.db", weights={"knowledge": 1.0}
+    )
+    rows = [r for r in map(json.loads, qa.open()) if r["split"] == "train"]
+    assert len(examples) >= 8
+    for example in examples:
+        row = next(r for r in rows if r["question"] in example.messages[-2].content)
+        quote, number = example.messages[-1].content.rsplit(" [", 1)
+        found = grounded(search, row["question"], row["article_ids"], 3)
+        assert found is not None
+        passage = found[0][int(number.rstrip("]")) - 1]
+        assert passage.doc_id in row["article_ids"]  # cited: a passage of an answering article
+        sentences = passage_sentences(passage)
+        windows = [" ".join(sentences[i : i + w]) for w in (1, 2) for i in range(len(sentences) - w + 1)]
+        assert quote in windows  # quoted word for word, not paraphrased
+        assert token_f1(quote, row["answer"]) >= max(token_f1(w, row["answer"]) for w in windows)
+
+
 def test_loss_weights_make_each_source_count_by_its_weight() -> None:
     from bot.contracts import Message
     from finetune.data import Example

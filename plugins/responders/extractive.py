@@ -37,8 +37,13 @@ def extractive_answer(question: str, passages: Sequence[Passage], sentences: int
     if not passages:
         return ""
     query = {w.lower() for w in _WORD.findall(question)}
-    body = passages[0].text.split("\n", 1)[-1]
-    found = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 3]
+    found = passage_sentences(passages[0])
     ranked = sorted(found, key=lambda s: -len(query & {w.lower() for w in _WORD.findall(s)}))
     chosen = [s for s in found if s in ranked[:sentences]]
     return " ".join(chosen) + " [1]"
+
+
+def passage_sentences(passage: Passage) -> list[str]:
+    """A passage's sentences and list items, without its first line (the title and heading trail)."""
+    body = passage.text.split("\n", 1)[-1]
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 3]
