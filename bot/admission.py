@@ -24,6 +24,7 @@ class Admission:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self.waiting = 0  # turns queued at the gate now
+        self.active = 0  # turns past it now
 
     def _gate(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -31,26 +32,20 @@ class Admission:
             self._loop, self._semaphore = loop, asyncio.Semaphore(self.limit)
         return self._semaphore
 
-    @property
-    def active(self) -> int:
-        """Turns past the gate now."""
-        if self._semaphore is None or not self.limit:
-            return 0
-        return self.limit - self._semaphore._value  # noqa: SLF001 (asyncio keeps the free count there)
-
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
         """Hold one place for the body of the `async with` (released also on cancellation)."""
-        if not self.limit:
-            yield
-            return
-        gate = self._gate()
-        self.waiting += 1
+        gate = self._gate() if self.limit else None
+        if gate is not None:
+            self.waiting += 1
+            try:
+                await gate.acquire()
+            finally:
+                self.waiting -= 1
+        self.active += 1
         try:
-            await gate.acquire()
-        finally:
-            self.waiting -= 1
-        try:
             yield
         finally:
-            gate.release()
+            self.active -= 1
+            if gate is not None:
+                gate.release()

@@ -177,5 +177,6 @@ async def test_a_turn_that_leaves_while_queued_gives_up_nothing_it_did_not_take(
 async def test_admission_zero_lets_every_turn_through() -> None:
     gate = Admission(0)
     async with gate(), gate():
+        assert gate.active == 2 and gate.waiting == 0
         reply = await asyncio.wait_for(_answer(turn("how do i reset"), pipeline(FixedGuard("ok", False)), gate), 5)
-    assert not reply.refused and reply.latency_ms["queued"] < 1000
+    assert not reply.refused and reply.latency_ms["queued"] < 1000 and gate.active == 0
