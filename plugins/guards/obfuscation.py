@@ -15,13 +15,13 @@ from plugins.safety.decode import DECODERS, Decoder, Revoweller
 _DATA = Path(__file__).resolve().parent.parent / "safety" / "data"
 
 
-def _vocabulary() -> set[str]:
-    """English words from our own safety examples: enough to re-vowel the words attacks use."""
-    words: set[str] = set()
-    for path in _DATA.glob("*_en.jsonl"):
+def _vocabulary() -> list[str]:
+    """English words from our own safety examples, repeats included: enough to re-vowel the words attacks use."""
+    words: list[str] = []
+    for path in sorted(_DATA.glob("*_en.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,}", json.loads(line)["text"]))
+                words += [w.lower() for w in re.findall(r"[A-Za-z]{3,}", json.loads(line)["text"])]
     return words
 
 

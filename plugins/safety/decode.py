@@ -11,6 +11,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 # Latin look-alikes from Cyrillic, Greek and other scripts that NFKC leaves alone.
@@ -213,12 +214,17 @@ def join_payload(text: str) -> str | None:
 
 
 class Revoweller:
-    """Restores disemvowelled words (hw t mk bmb) from a vocabulary keyed by consonant skeleton."""
+    """Restores disemvowelled words (hw t mk bmb) from a vocabulary keyed by consonant skeleton.
+
+    `vocabulary` is running text's words, repeats included. Where several words share a skeleton (ht: hat, hit,
+    hot), the most frequent one is restored, ties going to the alphabetically first, so the same text always
+    decodes the same way whatever order the words came in.
+    """
 
     def __init__(self, vocabulary: Iterable[str]) -> None:
+        counts = Counter(w.lower() for w in vocabulary)
         table: dict[str, str] = {}
-        for word in vocabulary:
-            word = word.lower()
+        for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
             skeleton = re.sub(r"[aeiou]", "", word)
             if len(word) >= 3 and skeleton and skeleton != word:
                 table.setdefault(skeleton, word)
