@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ from plugins.safety.classifier import IntentClassifier, load
 from plugins.safety.severe import severe_match
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
 CARE = (
     "I'm really sorry you're feeling this way, and I'm glad you told me. You deserve support from a person "
     "right now: I'm connecting you with a member of our team. If you are in danger, please call your local "
@@ -42,10 +45,22 @@ CATEGORY_TEXT = {
 def safety_data_dir() -> Path | None:
     """The public tune/holdout data: SERVICEBOT_SAFETY_DATA, else ../shared/data/safety beside the repo."""
     env = os.environ.get("SERVICEBOT_SAFETY_DATA")
+    if env and not (Path(env) / "tune").is_dir():
+        log.warning("SERVICEBOT_SAFETY_DATA=%s has no tune/ folder; looking beside the repo instead.", env)
     for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data" / "safety"]:
         if (candidate / "tune").is_dir():
             return candidate
     return None
+
+
+@functools.cache
+def _warn_without_public_data() -> None:
+    """Said once per process: guards trained on our own data alone miss noticeably more attacks."""
+    log.warning(
+        "The learned guards are training without the public safety sets (no tune/ folder in SERVICEBOT_SAFETY_DATA "
+        "or at %s): they stop noticeably fewer harmful requests. Point SERVICEBOT_SAFETY_DATA at the data.",
+        ROOT.parent / "shared" / "data" / "safety",
+    )
 
 
 class IntentConfig(BaseModel):
@@ -77,6 +92,8 @@ class _IntentGuard:
         """Load or train the classifier."""
         if self._model is None:
             data = safety_data_dir() if self.config.public_data else None
+            if self.config.public_data and data is None:
+                _warn_without_public_data()
             qa = self._qa if self._qa is not None and self._qa.is_file() else None
             embedder: Any = self._embedder
 
