@@ -21,6 +21,7 @@ from plugins.safety.classifier import IntentClassifier, load
 from plugins.safety.severe import severe_match
 
 ROOT = Path(__file__).resolve().parents[2]
+SHARED_SAFETY = ROOT.parent / "shared" / "data" / "safety"  # where the public sets sit beside a checkout
 log = logging.getLogger(__name__)
 CARE = (
     "I'm really sorry you're feeling this way, and I'm glad you told me. You deserve support from a person "
@@ -47,7 +48,7 @@ def safety_data_dir() -> Path | None:
     env = os.environ.get("SERVICEBOT_SAFETY_DATA")
     if env and not (Path(env) / "tune").is_dir():
         log.warning("SERVICEBOT_SAFETY_DATA=%s has no tune/ folder; looking beside the repo instead.", env)
-    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data" / "safety"]:
+    for candidate in ([Path(env)] if env else []) + [SHARED_SAFETY]:
         if (candidate / "tune").is_dir():
             return candidate
     return None
@@ -59,7 +60,7 @@ def _warn_without_public_data() -> None:
     log.warning(
         "The learned guards are training without the public safety sets (no tune/ folder in SERVICEBOT_SAFETY_DATA "
         "or at %s): they stop noticeably fewer harmful requests. Point SERVICEBOT_SAFETY_DATA at the data.",
-        ROOT.parent / "shared" / "data" / "safety",
+        SHARED_SAFETY,
     )
 
 
