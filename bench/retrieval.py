@@ -1,10 +1,12 @@
 """Demo QA retrieval quality with the default embedder: vector-only and BM25-only baselines vs hybrid.
 
-Usage: python bench/retrieval.py   (fusion was tuned on the train split with bench/retrieval_tune.py)
+Usage: python bench/retrieval.py [--embedder minilm|static]
+(fusion was tuned on the train split with bench/retrieval_tune.py, with the default embedder)
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -16,8 +18,16 @@ DEMO = Path(__file__).resolve().parent.parent / "knowledge" / "demo"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--embedder", default="minilm", help="embedder plugin (default: minilm)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), responder="extractive", knowledge={"source": DEMO / "articles"})
+        settings = Settings(
+            data_dir=Path(tmp),
+            responder="extractive",
+            embedder={"name": args.embedder},
+            knowledge={"source": DEMO / "articles"},
+        )
         service = Service.start(settings, warm=False)
         service.index.rebuild(DEMO / "articles")
         report = service.pipeline.retriever.evaluate(DEMO / "qa.jsonl")  # type: ignore[attr-defined]

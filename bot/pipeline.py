@@ -47,6 +47,7 @@ class Pipeline:
     guard_timeout_s: float = 2.0
     passage_guards: Sequence[PassageGuard] = ()
     embedder: Any = None  # kept so a live reload can reuse it (and the index built with it)
+    guard_embedder: Any = None  # what the learned guards embed with (the same object unless the embedder is static)
 
 
 def _failed(name: str, exc: BaseException) -> Verdict:

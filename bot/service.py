@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.admission import Admission
-from bot.config import Settings, load_settings
+from bot.config import PluginSpec, Settings, load_settings
 from bot.contracts import (
     Adaptable,
     Indexed,
@@ -61,9 +61,10 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
     embedder = old.embedder if old is not None and models_same else None
     embedder = embedder or build("embedder", settings.embedder, PluginContext(settings))
     ctx = PluginContext(settings, embedder=embedder)
+    guard_ctx = PluginContext(settings, embedder=_guard_embedder(embedder, settings, old))
 
     def guard(spec: Any) -> Any:
-        return reuse.get((spec.name, spec.model_dump_json())) or build("guard", spec, ctx)
+        return reuse.get((spec.name, spec.model_dump_json())) or build("guard", spec, guard_ctx)
 
     inputs = [guard(spec) for spec in settings.guards.input]
     outputs = [guard(spec) for spec in settings.guards.output]
@@ -96,7 +97,20 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
         k=settings.knowledge.k,
         guard_timeout_s=settings.guards.timeout_s,
         embedder=embedder,
+        guard_embedder=guard_ctx.embedder,
     )
+
+
+def _guard_embedder(embedder: Any, settings: Settings, old: Pipeline | None) -> Any:
+    """The embedder the learned guards read meaning with: the knowledge embedder, unless it says its vectors are
+    not fit for that (`guard_features = False`, e.g. the static embedder), then the default sentence-transformer,
+    so choosing a fast index embedder never weakens the guards they were measured with."""
+    if getattr(embedder, "guard_features", True):
+        return embedder
+    previous = getattr(old, "guard_embedder", None) if old is not None else None
+    if previous is not None and previous is not getattr(old, "embedder", None):
+        return previous
+    return build("embedder", PluginSpec(name="minilm"), PluginContext(settings))
 
 
 def _reuse_responder(old_settings: Settings, old: Pipeline | None, settings: Settings) -> Any:
