@@ -17,7 +17,7 @@ from bot.contracts import Turn, Verdict
 from bot.policy import NO_KNOWLEDGE
 from plugins.guards.override import override_family
 from plugins.responders.model_cache import cache_root
-from plugins.safety.classifier import IntentClassifier, load
+from plugins.safety.classifier import SHIPPED, IntentClassifier, load
 from plugins.safety.severe import severe_match
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +58,9 @@ def safety_data_dir() -> Path | None:
 def _warn_without_public_data() -> None:
     """Said once per process: guards trained on our own data alone miss noticeably more attacks."""
     log.warning(
-        "The learned guards are training without the public safety sets (no tune/ folder in SERVICEBOT_SAFETY_DATA "
-        "or at %s): they stop noticeably fewer harmful requests. Point SERVICEBOT_SAFETY_DATA at the data.",
+        "The learned guards are trained without the public safety sets (no tune/ folder in SERVICEBOT_SAFETY_DATA "
+        "or at %s, and the shipped classifier does not fit the edited example files): they stop noticeably fewer "
+        "harmful requests. Point SERVICEBOT_SAFETY_DATA at the data.",
         SHARED_SAFETY,
     )
 
@@ -93,8 +94,6 @@ class _IntentGuard:
         """Load or train the classifier."""
         if self._model is None:
             data = safety_data_dir() if self.config.public_data else None
-            if self.config.public_data and data is None:
-                _warn_without_public_data()
             qa = self._qa if self._qa is not None and self._qa.is_file() else None
             embedder: Any = self._embedder
 
@@ -105,8 +104,15 @@ class _IntentGuard:
                 return np.array([embedder.embed_query(t) for t in texts])
 
             self._model = load(
-                data, qa, cache_root().parent / "guards", embed if embedder else None, getattr(embedder, "id", "none")
+                data,
+                qa,
+                cache_root().parent / "guards",
+                embed if embedder else None,
+                getattr(embedder, "id", "none"),
+                ship=SHIPPED if self.config.public_data else None,
             )
+            if self.config.public_data and not self._model.public:
+                _warn_without_public_data()
 
     def _scores(self, turn: Turn) -> dict[str, Any]:
         self.warm()

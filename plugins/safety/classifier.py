@@ -10,6 +10,7 @@ vector of a customer's question is computed once per turn). Trained by `train()`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import pickle
 import threading
@@ -27,6 +28,7 @@ from plugins.safety.gloss import with_gloss
 log = logging.getLogger(__name__)
 HEADS = ("harmful", "jailbreak", "offtopic", "human", "frustration", "self_harm")
 VERSION = "3"
+SHIPPED = Path(__file__).with_name("model")  # the classifier trained on our data and the public tune/ sets
 TRAIN_CHARS = 400
 OWN_WEIGHT = 4.0  # our own examples speak for the customers this bot serves; public sets are mostly one style
 REG_C = 4.0  # inverse regularisation strength of the heads
@@ -65,12 +67,15 @@ class IntentClassifier:
     categories: Any
     data_hash: str
     embed: Embed | None = field(default=None, repr=False)
+    public: bool = False  # trained with the public tune/ sets as well as our own data
 
     def __post_init__(self) -> None:
         self._words, self._chars = _vectorizers()
 
     def __getstate__(self) -> dict[str, Any]:
-        skip = ("embed", "_words", "_chars", "_recent", "_linear")
+        skip = ["embed", "_words", "_chars", "_recent"]
+        if all(m is not None for m in self.heads.values()):  # a shipped model is only its stacked weights
+            skip.append("_linear")
         state = {k: v for k, v in self.__dict__.items() if k not in skip}
         return state
 
@@ -161,7 +166,7 @@ def train(examples: list[Example], embed: Embed | None, key: str, seed: int = 0)
     from sklearn.linear_model import LogisticRegression
 
     train_set = [e for e in examples if e.split == "train"]
-    model = IntentClassifier({}, None, key, embed)
+    model = IntentClassifier({}, None, key, embed, public=any(e.source in PUBLIC for e in train_set))
     # Long jailbreak prompts show their style in the first few hundred characters; this keeps training quick.
     x = model.features([e.text[:TRAIN_CHARS] for e in train_set])
     weights = np.array([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in train_set])
@@ -203,15 +208,82 @@ def _cached(embed: Embed, path: Path) -> Embed:
     return run
 
 
+def own_data_hash(embedder_id: str) -> str:
+    """A fingerprint of our own example files (not the public sets, not the demo questions) and the embedder."""
+    h = hashlib.sha256(f"{VERSION}:{embedder_id}".encode())
+    for f in sorted(OURS.glob("*.jsonl")):
+        h.update(f.name.encode() + b"\x00" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export(model: IntentClassifier, embedder_id: str, examples: int, folder: Path = SHIPPED) -> Path:
+    """Write `model` as the shipped classifier: its stacked weights (float32, rows that are all zero left out)
+    and a card saying what it was trained on."""
+    heads, weights, bias, classes = model._stacked()
+    rows = np.flatnonzero(np.any(weights != 0, axis=1)).astype(np.int32)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        folder / "intent.npz",
+        rows=rows,
+        weights=weights[rows].astype(np.float32),
+        bias=bias,
+        size=np.array([weights.shape[0]]),
+    )
+    card = {
+        "data_hash": model.data_hash,
+        "own_data": own_data_hash(embedder_id),
+        "embedder": embedder_id,
+        "version": VERSION,
+        "heads": heads,
+        "classes": classes,
+        "examples": examples,
+        "public": model.public,
+    }
+    (folder / "intent.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def shipped(key: str, embedder_id: str, any_public: bool, folder: Path = SHIPPED) -> IntentClassifier | None:
+    """The shipped classifier if it was trained on exactly this data (`key`), or, with `any_public` (the public
+    sets are not here), on our current example files with the public sets; else None."""
+    try:
+        card = json.loads((folder / "intent.json").read_text(encoding="utf-8"))
+        if card["embedder"] != embedder_id or card["version"] != VERSION:
+            return None
+        if card["data_hash"] != key and not (
+            any_public and card["public"] and card["own_data"] == own_data_hash(embedder_id)
+        ):
+            return None
+        with np.load(folder / "intent.npz") as z:
+            weights = np.zeros((int(z["size"][0]), len(z["bias"])), dtype=np.float64)
+            weights[z["rows"]] = z["weights"]
+            bias = np.asarray(z["bias"], dtype=np.float64)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        log.warning("The shipped intent classifier in %s is unreadable (%s); training instead.", folder, exc)
+        return None
+    model = IntentClassifier(
+        {h: None for h in card["heads"]}, None, str(card["data_hash"]), public=bool(card["public"])
+    )
+    model.__dict__["_linear"] = (list(card["heads"]), np.ascontiguousarray(weights), bias, list(card["classes"]))
+    return model
+
+
 def load(
     safety_data: Path | None,
     demo_qa: Path | None,
     cache_dir: Path,
     embed: Embed | None = None,
     embedder_id: str = "none",
+    ship: Path | None = SHIPPED,
 ) -> IntentClassifier:
-    """The trained classifier for this data and embedder, from the cache or trained now (about a minute) and
-    cached; `embed` is attached to the loaded model."""
+    """The trained classifier for this data and embedder: the shipped one (`ship`) when it fits, else from the
+    cache, else trained now (about two minutes) and cached; `embed` is attached to the loaded model.
+
+    The shipped classifier fits when it was trained on exactly this data, or when the public sets are absent
+    (`safety_data` is None) and it was trained on our current example files plus the public sets: an install
+    without the public data then keeps the guards the README's figures were measured with."""
     # Every learned guard (up to six in a chain) asks for the same model: read and hash the data once per source.
     source = (safety_data, demo_qa, embedder_id, _data_stamp(demo_qa))
     with _LOCK:
@@ -223,10 +295,14 @@ def load(
         if key in _LOADED:
             return _LOADED[key]
         path = cache_dir / f"intent-{key}.pkl"
-        model: IntentClassifier | None = None
-        if path.is_file():
+        # The shipped classifier first: without the public sets it beats one trained on our examples alone.
+        model = shipped(key, embedder_id, safety_data is None, ship) if ship is not None else None
+        if model is not None:
+            log.info("using the shipped intent classifier (%s)", ship)
+        elif path.is_file():
             try:
                 model = pickle.loads(path.read_bytes())
+                model.public = any(e.source in PUBLIC for e in examples if e.split == "train")  # older caches lack it
             except Exception:  # a corrupt cache is retrained, never trusted
                 log.warning("retraining: cached classifier %s is unreadable", path)
         if model is None:

@@ -51,8 +51,47 @@ def sweep(settings: Settings, data: Path, split: str, limit: int, grid: list[flo
     return {"split": split, "limit": limit, "points": points, "plot": str(plot)}
 
 
+guards_app = typer.Typer(help="The learned guards' classifier.", no_args_is_help=True)
+
+
+@guards_app.command("export")
+def export_guards(
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: the shipped one in the package).")] = None,
+) -> None:
+    """Train (or take from the cache) the intent classifier on our examples, the demo questions and the public
+    tune/ sets, with the default embedder, and write it as the shipped classifier."""
+    from bot.config import PluginSpec
+    from bot.registry import PluginContext, build
+    from plugins.guards.intent import safety_data_dir
+    from plugins.responders.model_cache import cache_root
+    from plugins.safety import classifier
+    from plugins.safety.dataset import build_dataset
+
+    try:
+        data = safety_data_dir()
+        if data is None:
+            raise ServicebotError("No public safety data found: set SERVICEBOT_SAFETY_DATA to the data/safety folder.")
+        settings = Settings()
+        qa = Path(settings.knowledge.source).parent / "qa.jsonl"
+        embedder = build("embedder", PluginSpec(name="minilm"), PluginContext(settings))
+
+        def embed(texts: Any) -> Any:
+            import numpy as np
+
+            return np.array(embedder.embed_documents(list(texts)))
+
+        model = classifier.load(data, qa, cache_root().parent / "guards", embed, embedder.id, ship=None)
+        examples = len(build_dataset(data, qa))
+        folder = classifier.export(model, embedder.id, examples, out or classifier.SHIPPED)
+    except ServicebotError as exc:
+        typer.secho(f"Error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    print(f"wrote {folder}: data {model.data_hash}, {examples} examples, embedder {embedder.id}")
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
-    """Add `bot eval safety` to the CLI."""
+    """Add `bot eval safety` and `bot guards export` to the CLI."""
+    groups["root"].add_typer(guards_app, name="guards")
 
     @groups["eval"].command("safety")
     def eval_safety(
