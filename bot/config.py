@@ -56,7 +56,7 @@ class KnowledgeSettings(Strict):
     chunk_size: int = Field(default=900, ge=100)
     chunk_overlap: int = Field(default=120, ge=0)
     k: int = Field(default=3, ge=1, le=50)
-    min_score: float = Field(default=0.2, ge=-1, le=1)
+    min_score: float = Field(default=0.25, ge=-1, le=1)
     # Index lifecycle (knowledge/): where vectors live, size limits, build checks, retention.
     store: Literal["embedded", "http"] = "embedded"
     chroma_host: str = "127.0.0.1"

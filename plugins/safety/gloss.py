@@ -206,15 +206,18 @@ GLOSS: dict[str, str] = {
 _KEYS = sorted(GLOSS, key=len, reverse=True)
 
 
-def gloss(text: str) -> str:
-    """English keywords for the Chinese words in `text` (empty when there is no Chinese)."""
+def gloss(text: str, table: dict[str, str] | None = None) -> str:
+    """English keywords for the Chinese words in `text` (empty when there is no Chinese); `table` (default the
+    safety gloss) is the dictionary to use."""
     if not _CJK.search(text):
         return ""
+    entries = GLOSS if table is None else table
+    keys = _KEYS if table is None else sorted(entries, key=len, reverse=True)
     found: list[str] = []
     rest = text
-    for key in _KEYS:  # longest first, so 不想活 wins over 活
+    for key in keys:  # longest first, so 不想活 wins over 活
         if key in rest:
-            found.append(GLOSS[key])
+            found.append(entries[key])
             rest = rest.replace(key, " ")
     return " ".join(found)
 

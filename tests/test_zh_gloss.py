@@ -1,0 +1,40 @@
+"""The `zh_gloss` helper: Chinese support questions get the English words help articles use, so they are found."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.contracts import Message, Turn
+from plugins.guards.gloss import GlossGuard
+from plugins.safety.gloss import gloss
+
+QUESTION = "温控器一直提示电量低，换了新电池也没用"
+
+
+def _turn(text: str) -> Turn:
+    return Turn(messages=(Message("user", text),), session_id="s")
+
+
+def test_support_words_are_glossed_for_retrieval_only() -> None:
+    verdict = asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn(QUESTION)))
+    assert not verdict.blocked and verdict.rewrite is not None
+    assert verdict.rewrite.startswith(QUESTION + "\n[")
+    for word in ("thermostat", "low battery"):
+        assert word in verdict.rewrite
+    # The learned guards read the safety gloss, which stays as it was trained with.
+    assert gloss(QUESTION) == "battery"
+
+
+def test_text_without_chinese_is_left_alone() -> None:
+    verdict = asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn("my thermostat says low battery")))
+    assert verdict.rewrite is None and not verdict.blocked
+
+
+def test_a_glossed_chinese_question_retrieves_its_english_article(demo_service: Any) -> None:
+    rewrite = asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn(QUESTION))).rewrite
+    assert rewrite is not None
+    passages = asyncio.run(demo_service.pipeline.retriever.search(rewrite, 3))
+    top = passages[0]
+    assert top.doc_id == "thermostat-batteries"
+    assert top.score >= demo_service.settings.knowledge.min_score
