@@ -39,12 +39,17 @@ def _fingerprint(model_dir: Path) -> str:
         return ""
 
 
+def model_cache() -> Path:
+    """The model cache folder (SERVICEBOT_MODEL_CACHE, else ~/.cache/servicebot/models)."""
+    return Path(os.environ.get("SERVICEBOT_MODEL_CACHE", Path.home() / ".cache" / "servicebot" / "models"))
+
+
 def _onnx_encoder(model_dir: Path, required: bool, tag: str = "") -> Any:
     """The ONNX Runtime encoder for a local model folder, or None (torch is used) when it is unavailable."""
     try:
         from knowledge.onnx_encoder import OnnxEncoder
 
-        cache = Path(os.environ.get("SERVICEBOT_MODEL_CACHE", Path.home() / ".cache" / "servicebot" / "models"))
+        cache = model_cache()
         return OnnxEncoder(model_dir, cache / "onnx" / tag if tag else cache / "onnx")
     except Exception as exc:
         if required:

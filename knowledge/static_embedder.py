@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import PluginError
-from knowledge.embedder import _fingerprint, _tuned, default_model_path
+from knowledge.embedder import _fingerprint, _tuned, default_model_path, model_cache
 
 log = logging.getLogger(__name__)
 COUNTS = Path(__file__).with_name("token_counts.json")
@@ -39,7 +39,7 @@ VERSION = "1"
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("SERVICEBOT_MODEL_CACHE", Path.home() / ".cache" / "servicebot" / "models")) / "static"
+    return model_cache() / "static"
 
 
 def _token_vectors(model_dir: Path, batch: int = 1024) -> np.ndarray:
