@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.contracts import Turn, Verdict
-from plugins.safety.gloss import GLOSS, gloss
+from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
-TABLE = {**GLOSS, **SUPPORT_GLOSS}  # the safety words, and the support words English help articles use
+TABLE = by_length({**GLOSS, **SUPPORT_GLOSS})  # the safety words, and the support words help articles use
 
 
 class GlossGuard:

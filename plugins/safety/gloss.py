@@ -203,21 +203,26 @@ GLOSS: dict[str, str] = {
     "人工": "human agent",
     "客服": "customer service",
 }
-_KEYS = sorted(GLOSS, key=len, reverse=True)
 
 
-def gloss(text: str, table: dict[str, str] | None = None) -> str:
-    """English keywords for the Chinese words in `text` (empty when there is no Chinese); `table` (default the
-    safety gloss) is the dictionary to use."""
+def by_length(table: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A gloss table's entries, longest Chinese word first (so 不想活 wins over 活); sort once, gloss often."""
+    return tuple(sorted(table.items(), key=lambda entry: len(entry[0]), reverse=True))
+
+
+_ENTRIES = by_length(GLOSS)
+
+
+def gloss(text: str, entries: tuple[tuple[str, str], ...] = _ENTRIES) -> str:
+    """English keywords for the Chinese words in `text` (empty when there is no Chinese); `entries` (default the
+    safety gloss) come from `by_length`."""
     if not _CJK.search(text):
         return ""
-    entries = GLOSS if table is None else table
-    keys = _KEYS if table is None else sorted(entries, key=len, reverse=True)
     found: list[str] = []
     rest = text
-    for key in keys:  # longest first, so 不想活 wins over 活
+    for key, english in entries:
         if key in rest:
-            found.append(entries[key])
+            found.append(english)
             rest = rest.replace(key, " ")
     return " ".join(found)
 
