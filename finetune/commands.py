@@ -30,6 +30,11 @@ def sft(
         bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")
     ] = False,
     restart: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint.")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Train on a set `bot finetune data --out DIR` wrote (no index needed)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the file).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line.")] = False,
 ) -> None:
     """Train a PEFT adapter on the knowledge base, accepted transcripts and safety examples."""
@@ -37,15 +42,41 @@ def sft(
 
     if method not in (None, "lora", "prefix"):
         raise ServicebotError("--method must be 'lora' or 'prefix'.")
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise ServicebotError("--device must be 'auto', 'cpu' or 'cuda'.")
     settings, cfg = _settings(settings_file), load_config(run_config, method)
+    if device:
+        cfg = cfg.model_copy(update={"device": device})
     bar, update = _progress(f"Training {cfg.method} adapter '{cfg.name}'")
     try:
         with bar:
-            report = train(settings, cfg, update, strict=strict, restart=restart, log=bar.console.print)
+            report = train(settings, cfg, update, strict=strict, restart=restart, log=bar.console.print, data=data)
     except KeyboardInterrupt:
         typer.secho("Interrupted: run the same command again to resume from the last checkpoint.", err=True)
         raise typer.Exit(130) from None
     print(json.dumps(report, indent=None if as_json else 2))
+
+
+@finetune_app.command("data")
+@friendly
+def data(
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl, dev.jsonl and build.json.")],
+    run_config: Annotated[
+        Path | None, typer.Option("--config", help="Fine-tuning YAML (see finetune/configs).")
+    ] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="servicebot YAML (default: built-in).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")
+    ] = False,
+) -> None:
+    """Build a run's training set through retrieval and write it out, to train on another machine (--data)."""
+    from finetune.prebuilt import save
+    from finetune.sft import build_training_set, load_config
+
+    summary = save(build_training_set(_settings(settings_file), load_config(run_config), strict), out)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 @finetune_app.command("retriever")

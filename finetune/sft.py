@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.config import Settings, describe_error
 from bot.contracts import Passage
 from bot.errors import ServicebotError
-from finetune.data import SOURCES, DataConfig, build_examples, data_hash, loss_weights
+from finetune.data import SOURCES, DataConfig, Example, build_examples, data_hash, loss_weights
+from finetune.prebuilt import TrainingSet
+from finetune.prebuilt import load as load_training_set
 from finetune.sft_eval import answer_f1, dev_examples, encode, example_loss, objective_losses
 from finetune.store import adapters_root, save_adapter, save_atomically
 
@@ -55,6 +57,7 @@ class SFTConfig(_Strict):
     max_length: int = Field(default=1024, ge=16)
     checkpoint_every: int = Field(default=10, ge=1)  # optimizer steps
     threads: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a CUDA GPU when torch sees one, else the CPU
     weights: dict[str, float] = {"knowledge": 1.0, "articles": 0.5, "transcripts": 1.0, "safety": 0.5}
     data: DataConfig = DataConfig()
     lora: LoraSettings = LoraSettings()
@@ -135,7 +138,10 @@ def _checkpoint(run: Path, model: Any, opt: Any, state: dict[str, Any]) -> None:
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
-        torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, folder / "trainer.pt")
+        rng: dict[str, Any] = {"rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": opt.state_dict(), **rng}, folder / "trainer.pt")
         (folder / "state.json").write_text(json.dumps(state), encoding="utf-8")
 
     save_atomically(run / "checkpoint", write)
@@ -154,10 +160,63 @@ def _resume(run: Path, model: Any, opt: Any, fingerprint: str) -> dict[str, Any]
     if state.get("fingerprint") != fingerprint:  # other data or settings: that checkpoint is not this run's
         return None
     set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-    saved = torch.load(folder / "trainer.pt", weights_only=False)
-    opt.load_state_dict(saved["optimizer"])
+    saved = torch.load(folder / "trainer.pt", weights_only=False, map_location="cpu")
+    opt.load_state_dict(saved["optimizer"])  # moves the optimizer state to the parameters' device
     torch.set_rng_state(saved["rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available() and len(saved["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return dict(state)
+
+
+def build_training_set(settings: Settings, cfg: SFTConfig, strict: bool = False) -> TrainingSet:
+    """The run's conversations and held-out conversations, built through retrieval exactly as a turn sees it.
+
+    Raises:
+        ServicebotError: a file is unreadable, a line is malformed under `strict`, or nothing is left to train on.
+    """
+    search, system, source = _searcher(settings)
+    examples, report = build_examples(
+        cfg.data,
+        search,
+        k=settings.knowledge.k,
+        system=system,
+        source=source,
+        database=settings.database_url or settings.data_dir / "servicebot.db",
+        weights=cfg.weights,
+        seed=cfg.seed,
+        strict=strict,
+    )
+    dev = dev_examples(cfg.data.qa_file, search, cfg.data.passages or settings.knowledge.k, system, cfg.eval_questions)
+    return TrainingSet(examples, dev, report.problems, report.skipped)
+
+
+def resolve_device(choice: str) -> str:
+    """`auto` -> cuda when torch sees a GPU, else cpu.
+
+    Raises:
+        ServicebotError: `cuda` was asked for and torch sees no CUDA device.
+    """
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ServicebotError(
+            "device: cuda was asked for, but torch sees no CUDA GPU (a CPU-only torch build, or no driver). "
+            "Use device: auto or cpu."
+        )
+    return choice
+
+
+def _dev_subset(dev: list[Example], limit: int) -> list[Example]:
+    """At most `limit` held-out conversations per objective, in their order."""
+    seen: dict[str, int] = {}
+    out = []
+    for e in dev:
+        seen[e.objective] = seen.get(e.objective, 0) + 1
+        if seen[e.objective] <= limit:
+            out.append(e)
+    return out
 
 
 def train(
@@ -168,8 +227,10 @@ def train(
     strict: bool = False,
     restart: bool = False,
     log: Callable[[str], None] = print,
+    data: Path | None = None,
 ) -> dict[str, Any]:
-    """Build the data, evaluate, train (resuming an interrupted run), evaluate again, save adapter and card.
+    """Build the data (or read it from `data`, a folder `bot finetune data` wrote), evaluate, train (resuming an
+    interrupted run), evaluate again, save adapter and card.
 
     Returns the report that is also written to the adapter's card.json.
 
@@ -184,21 +245,14 @@ def train(
     from plugins.responders.model_cache import resolve
 
     hf_logging.disable_progress_bar()
+    device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    search, system, source = _searcher(settings)
-    examples, report = build_examples(
-        cfg.data,
-        search,
-        k=settings.knowledge.k,
-        system=system,
-        source=source,
-        database=settings.database_url or settings.data_dir / "servicebot.db",
-        weights=cfg.weights,
-        seed=cfg.seed,
-        strict=strict,
-    )
-    for problem in report.problems:
+    ts = load_training_set(data, strict) if data is not None else build_training_set(settings, cfg, strict)
+    examples = [e for e in ts.examples if cfg.weights.get(e.source, 0) > 0]
+    if not examples:
+        raise ServicebotError("The training set is empty: no source with a non-zero weight has any example.")
+    for problem in ts.problems:
         log(f"skipped {problem}")
     path = resolve(cfg.base_model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -209,12 +263,14 @@ def train(
         raise ServicebotError(f"Every training example is longer than max_length={cfg.max_length} tokens.")
     weights = loss_weights([e for e, _ in kept], cfg.weights)
     digest = data_hash([e for e, _ in kept])
-    fingerprint = hashlib.sha256(f"{digest}{cfg.model_dump_json(exclude={'eval_questions'})}".encode()).hexdigest()[:16]
+    # Where and how fast it runs does not change what is trained: a run resumes on another device or thread count.
+    settings_json = cfg.model_dump_json(exclude={"eval_questions", "device", "threads"})
+    fingerprint = hashlib.sha256(f"{digest}{settings_json}".encode()).hexdigest()[:16]
 
     torch.manual_seed(cfg.seed)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    dev = dev_examples(cfg.data.qa_file, search, cfg.data.passages or settings.knowledge.k, system, cfg.eval_questions)
-    model = _peft_model(base, cfg)
+    dev = _dev_subset(ts.dev, cfg.eval_questions)
+    model = _peft_model(base, cfg).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     run = settings.data_dir / "finetune-runs" / cfg.name
     if restart:
@@ -271,7 +327,8 @@ def train(
         "seed": cfg.seed,
         "data_hash": digest,
         "examples": {s: sum(1 for e, _ in kept if e.source == s) for s in cfg.weights},
-        "skipped": {"too_long": too_long, "unusable": report.skipped, "malformed": report.problems},
+        "skipped": {"too_long": too_long, "unusable": ts.skipped, "malformed": ts.problems},
+        "data_from": str(data) if data is not None else "built",
         "config": json.loads(cfg.model_dump_json()),
         "metrics": {"before": state["before"], "after": after, "dev_examples": len(dev)},
         "training": {
@@ -281,6 +338,7 @@ def train(
             "wall_s": round(seconds, 1),
             "tokens_per_s": round(state["tokens"] / max(seconds, 1e-9), 1),
             "resumed_at": start,
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         },
     }
     target = save_adapter(model, result, adapters_root(settings.data_dir) / cfg.name)

@@ -20,12 +20,17 @@ def encode(tok: Any, example: Example, max_length: int) -> tuple[list[int], int]
     return list(ids) + list(target), len(target)
 
 
+def _device(model: Any) -> Any:
+    """Where the model's weights live (cpu or a CUDA device): its inputs go there too."""
+    return next(model.parameters()).device
+
+
 def example_loss(model: Any, ids: list[int], n_target: int) -> Any:
     """Mean cross-entropy over the answer tokens only (logits are computed for those positions alone)."""
     import torch
     import torch.nn.functional as F
 
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=_device(model))
     out = model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=n_target + 1)
     return F.cross_entropy(out.logits[0, :-1].float(), x[0, -n_target:])
 
@@ -74,6 +79,7 @@ def answer_f1(model: Any, tok: Any, examples: Sequence[Example], max_new_tokens:
     for e in helpful:
         chat = [{"role": m.role, "content": m.content} for m in e.messages[:-1]]
         enc = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        enc = {k: v.to(_device(model)) for k, v in enc.items()}
         with torch.no_grad():
             out = model.generate(
                 **enc,

@@ -252,3 +252,53 @@ def test_config_typos_are_one_clear_error(tmp_path: Path) -> None:
     path.write_text("weights: {knowledge: 1.0, safty: 0.5}\n", encoding="utf-8")
     with pytest.raises(ServicebotError, match="'weights': .*safty"):
         load_config(path)
+
+
+def test_a_written_training_set_trains_exactly_like_the_one_built_in_place(
+    settings: Settings, tiny_llama: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from finetune import prebuilt
+    from finetune.sft import build_training_set
+
+    qa = str(_cut(12, tmp_path))
+    cfg = _tiny(tiny_llama, data={"qa_file": qa, "refusals": 2, "benign": 0, "articles": False})
+    summary = prebuilt.save(build_training_set(settings, cfg), tmp_path / "set")
+    assert summary["by_source"]["knowledge"] == 8 and summary["dev_examples"] == 4  # 2 held-out + 2 harmful
+    direct = train(settings, cfg, log=lambda _: None)
+    # Another data dir with no index at all: the set on disk is all the run needs.
+    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "gpu-box"})
+    from_file = train(elsewhere, cfg, log=lambda _: None, data=tmp_path / "set")
+    assert from_file["data_hash"] == direct["data_hash"] == summary["data_hash"]
+    assert from_file["metrics"]["before"] == direct["metrics"]["before"]
+    assert from_file["data_from"] == str(tmp_path / "set") and direct["data_from"] == "built"
+    a = load_file(str(settings.data_dir / "adapters" / "t" / "adapter_model.safetensors"))
+    b = load_file(str(elsewhere.data_dir / "adapters" / "t" / "adapter_model.safetensors"))
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-6 for k in a)
+
+
+def test_a_written_training_set_with_bad_lines_is_reported_skipped_or_refused(tmp_path: Path) -> None:
+    from finetune import prebuilt
+
+    with pytest.raises(ServicebotError, match="holds no train.jsonl"):
+        prebuilt.load(tmp_path / "nowhere")
+    folder = tmp_path / "set"
+    folder.mkdir()
+    good = {
+        "id": "q1",
+        "source": "knowledge",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello [1]"}],
+    }
+    no_target = {**good, "messages": good["messages"][:1] * 2}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "source": "gossip"}), json.dumps(no_target)]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ts = prebuilt.load(folder)
+    assert [e.id for e in ts.examples] == ["q1"] and ts.dev == []
+    assert [p.split(": ", 1)[0].rsplit(" ", 1)[-1] for p in ts.problems] == ["2", "3", "4"]
+    assert "last message must be the assistant" in ts.problems[2]
+    with pytest.raises(ServicebotError, match="line 2: invalid JSON"):
+        prebuilt.load(folder, strict=True)
+    (folder / "train.jsonl").write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(ServicebotError, match="is empty"):
+        prebuilt.load(folder)
