@@ -1,6 +1,7 @@
 """How well Chinese questions reach English help articles: the top passage score of our Chinese in-domain questions
 (and, for the retrieval rail's other side, our Chinese harmful requests) with the safety gloss alone vs the
-`zh_gloss` table (safety + support vocabulary). English in-domain questions are the baseline.
+`zh_gloss` table (safety + support vocabulary), and with the CC-CEDICT rendering appended too
+(`zh_gloss: {dictionary: true}`). English in-domain questions are the baseline.
 
 Usage: python bench/zh_retrieval.py [--data-dir var]   (needs a built demo index: bot prepare)
 All rows are our own (plugins/safety/data); train rows were used to write the support gloss, test rows were not.
@@ -18,6 +19,7 @@ import numpy as np
 from bot.config import Settings
 from bot.service import Service
 from plugins.guards.gloss import TABLE
+from plugins.safety.cedict import render
 from plugins.safety.gloss import gloss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +45,18 @@ def main() -> None:
     )
     retriever = Service.start(settings, warm=False).pipeline.retriever
 
-    def top(text: str, words: Callable[[str], str]) -> float:
+    def top(text: str, words: Callable[[str], str], rendered: bool = False) -> float:
         g = words(text)
         query = f"{text}\n[{g}]" if g else text
+        if rendered:
+            query = f"{query}\n{render(text)}"
         return max((p.score for p in retriever.search_sync(query, 3)), default=0.0)  # type: ignore[attr-defined]
 
-    glosses = {"safety gloss only": gloss, "zh_gloss (safety + support)": lambda t: gloss(t, TABLE)}
+    glosses = {
+        "safety gloss only": gloss,
+        "zh_gloss (safety + support)": lambda t: gloss(t, TABLE),
+        "zh_gloss + CC-CEDICT": lambda t: gloss(t, TABLE),
+    }
     zh, en, harmful = (
         rows("benign*_zh.jsonl", "in_domain"),
         rows("benign*_en.jsonl", "in_domain"),
@@ -56,12 +64,12 @@ def main() -> None:
     )
     for name, words in glosses.items():
         for split in ("train", "test"):
-            s = np.array([top(r["text"], words) for r in zh if r["split"] == split])
+            s = np.array([top(r["text"], words, "CEDICT" in name) for r in zh if r["split"] == split])
             print(
                 f"{name:28s} ZH in-domain {split:5s} n={len(s):3d}: median {np.median(s):.3f}, "
                 f"< 0.2 {100 * np.mean(s < 0.2):4.1f} %, < 0.25 {100 * np.mean(s < 0.25):4.1f} %"
             )
-        s = np.array([top(r["text"], words) for r in harmful if r["split"] == "train"])
+        s = np.array([top(r["text"], words, "CEDICT" in name) for r in harmful if r["split"] == "train"])
         print(
             f"{name:28s} ZH harmful train n={len(s)}: >= 0.2 {100 * np.mean(s >= 0.2):4.1f} %, "
             f">= 0.25 {100 * np.mean(s >= 0.25):4.1f} %"

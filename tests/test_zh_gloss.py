@@ -38,3 +38,15 @@ def test_a_glossed_chinese_question_retrieves_its_english_article(demo_service: 
     top = passages[0]
     assert top.doc_id == "thermostat-batteries"
     assert top.score >= demo_service.settings.knowledge.min_score
+
+
+def test_the_dictionary_rendering_is_an_operator_option() -> None:
+    plain = asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn("我想取消订阅")))
+    assert plain.rewrite is not None and len(plain.rewrite.splitlines()) == 2  # text and keywords only
+    full = asyncio.run(GlossGuard(GlossGuard.Config(dictionary=True)).check(_turn("我想取消订阅")))
+    assert full.rewrite is not None and full.rewrite.startswith(plain.rewrite + "\n")
+    assert full.rewrite.splitlines()[-1].split() == ["i", "think", "cancel", "subscription"]  # every word, in order
+    # A Chinese word neither keyword table knows still reaches retrieval in English with the dictionary on.
+    assert asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn("蜂鸣器"))).rewrite is None
+    unknown = asyncio.run(GlossGuard(GlossGuard.Config(dictionary=True)).check(_turn("蜂鸣器")))
+    assert unknown.rewrite is not None and "buzzer" in unknown.rewrite

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.contracts import Turn, Verdict
+from plugins.safety.cedict import render
 from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
@@ -23,6 +24,10 @@ class GlossGuard:
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
+        # Also append the word-by-word English rendering from CC-CEDICT (plugins/safety/cedict.py). Off by default:
+        # it finds articles for more Chinese questions, but lifts harmful Chinese requests past the retrieval rail
+        # too (README, "Reading Chinese").
+        dictionary: bool = False
 
     name = "zh_gloss"
 
@@ -32,6 +37,9 @@ class GlossGuard:
     async def check(self, turn: Turn) -> Verdict:
         """Rewrite the newest message with its gloss when it has Chinese words the gloss knows."""
         words = gloss(turn.text, TABLE)
-        if not words:
+        rendered = render(turn.text) if self.config.dictionary else ""
+        rendered = "" if rendered == turn.text else rendered  # no Chinese in it
+        if not words and not rendered:
             return Verdict(self.name, False, 0.0, "helpfulness", "no Chinese to gloss")
-        return Verdict(self.name, False, 0.0, "helpfulness", f"glossed: {words}", rewrite=f"{turn.text}\n[{words}]")
+        rewrite = "\n".join(p for p in (turn.text, f"[{words}]" if words else "", rendered) if p)
+        return Verdict(self.name, False, 0.0, "helpfulness", f"glossed: {words or rendered}", rewrite=rewrite)

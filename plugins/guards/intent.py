@@ -17,6 +17,7 @@ from bot.contracts import Turn, Verdict
 from bot.policy import NO_KNOWLEDGE
 from plugins.guards.override import override_family
 from plugins.responders.model_cache import cache_root
+from plugins.safety.cedict import table
 from plugins.safety.classifier import SHIPPED, IntentClassifier, load
 from plugins.safety.severe import severe_match
 
@@ -113,6 +114,7 @@ class _IntentGuard:
             )
             if self.config.public_data and not self._model.public:
                 _warn_without_public_data()
+            table()  # CC-CEDICT's entries, read now (about a second) rather than at the first Chinese message
 
     def _scores(self, turn: Turn) -> dict[str, Any]:
         self.warm()
