@@ -33,3 +33,11 @@ def test_the_classifier_text_renders_chinese_and_adds_the_hand_keywords() -> Non
     assert "explosive" in glossed.splitlines()[0]  # the rendering
     assert glossed.splitlines()[-1].startswith("[")  # the hand gloss's keywords
     assert with_gloss("how do I reset my password") == "how do I reset my password"
+
+
+def test_the_gloss_fingerprint_in_the_classifier_data_hash_follows_the_table() -> None:
+    from plugins.safety.gloss import GLOSS, fingerprint
+
+    assert fingerprint() == fingerprint(dict(GLOSS))  # the same entries, the same features
+    assert fingerprint({**GLOSS, "蜂鸣器": "buzzer"}) != fingerprint()  # an edited gloss is other features
+    assert fingerprint({k: v for k, v in GLOSS.items() if k != "炸弹"}) != fingerprint()
