@@ -12,6 +12,7 @@ import json
 import re
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+READ_CHARS = 4000  # the classifiers read no further (their n-gram preprocessor cuts there): render no further
 GLOSS: dict[str, str] = {
     # violence and weapons
     "炸药": "explosive",
@@ -249,5 +250,6 @@ def with_gloss(text: str) -> str:
 
     if not _CJK.search(text):
         return text
+    text = text[:READ_CHARS]
     g = gloss(text)
     return f"{render(text)}\n[{g}]" if g else render(text)
