@@ -152,16 +152,51 @@ class PromptLeakGuard:
         return Verdict(self.name, False, 0.0, "prompt_leak", "no system-prompt text")
 
 
-class HarmfulOutputGuard(_IntentGuard):
-    """Blocks answers the harm classifier flags (a second line of defence behind the input guards)."""
+_CLAUSE = re.compile(r"[.!?;:,。！？；：，]+\s*|\n+|\s+-\s+|^-\s+")  # answers join list items and clauses
 
+
+def _plain(text: str) -> str:
+    """Lower case, citation markers and punctuation dropped, whitespace collapsed: for verbatim-quote checks."""
+    return " ".join(re.sub(r"\[\d+\]|[^\w]+", " ", text.lower()).split())
+
+
+class HarmfulOutputConfig(IntentConfig):
+    """The learned guards' settings, plus whether verbatim quotes of the knowledge base are scored."""
+
+    trust_quotes: bool = Field(
+        default=True,
+        description="sentences quoted verbatim from the retrieved passages are the operator's own knowledge base "
+        "(already screened for planted instructions): only the rest of the answer is scored",
+    )
+
+
+class HarmfulOutputGuard(_IntentGuard):
+    """Blocks answers the harm classifier flags (a second line of defence behind the input guards).
+
+    What it judges is what the model wrote. A clause the answer quotes word for word from a retrieved passage is
+    the operator's own help text: "where can I see the login history for my account" was refused because the
+    article's list of what a data export holds (sign-ins, sessions, addresses) scored 0.53. With `trust_quotes`
+    (default) quoted clauses are not scored; an answer made only of quotes passes."""
+
+    Config = HarmfulOutputConfig
     head = "harmful"
     name = "harmful_output"
+
+    def __init__(self, config: HarmfulOutputConfig, ctx: Any = None) -> None:
+        super().__init__(config, ctx)
+        self.config: HarmfulOutputConfig = config
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         self.warm()
         assert self._model is not None
-        score = self._model.scores([draft.text])[0]["harmful"]
+        text = draft.text
+        if self.config.trust_quotes and passages:
+            sources = [_plain(p.text) for p in passages]
+            own = [s for s in _CLAUSE.split(draft.text) if (q := _plain(s)) and not any(q in src for src in sources)]
+            if not own:
+                return Verdict(self.name, False, 0.0, "harmful_output", "the answer only quotes the knowledge base")
+            text = "\n".join(own)
+        score = self._model.scores([text])[0]["harmful"]
         if score >= self.config.threshold:
             return Verdict(self.name, True, score, "harmful_output", f"harmful content {score:.2f} in answer")
         return Verdict(self.name, False, score, "harmful_output", f"harmful content {score:.2f}")
