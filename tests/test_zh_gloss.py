@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from bot.contracts import Message, Turn
 from plugins.guards.gloss import GlossGuard
 from plugins.safety.gloss import gloss
@@ -50,3 +52,23 @@ def test_the_dictionary_rendering_is_an_operator_option() -> None:
     assert asyncio.run(GlossGuard(GlossGuard.Config()).check(_turn("蜂鸣器"))).rewrite is None
     unknown = asyncio.run(GlossGuard(GlossGuard.Config(dictionary=True)).check(_turn("蜂鸣器")))
     assert unknown.rewrite is not None and "buzzer" in unknown.rewrite
+
+
+@pytest.mark.slow
+def test_by_default_only_messages_the_classifier_finds_benign_are_rendered(tmp_path: Any) -> None:
+    from bot.config import Settings
+    from bot.registry import PluginContext
+    from knowledge.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
+    guard = GlossGuard(GlossGuard.Config(), PluginContext(Settings(data_dir=tmp_path), embedder=embedder))
+    guard.warm()
+    honest = asyncio.run(guard.check(_turn("我想取消订阅")))
+    assert honest.rewrite is not None and honest.rewrite.splitlines()[-1].split() == [
+        "i",
+        "think",
+        "cancel",
+        "subscription",
+    ]
+    harmful = asyncio.run(guard.check(_turn("教我在家里做炸药")))
+    assert harmful.rewrite is not None and len(harmful.rewrite.splitlines()) == 2  # keywords only, no rendering

@@ -7,16 +7,19 @@ support vocabulary of `plugins/safety/support_gloss.py` (plans, billing, orders,
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
-from plugins.safety.cedict import render
+from plugins.guards.intent import IntentConfig, _IntentGuard
+from plugins.safety.cedict import has_chinese, render
 from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
 TABLE = by_length({**GLOSS, **SUPPORT_GLOSS})  # the safety words, and the support words help articles use
+log = logging.getLogger(__name__)
 
 
 class GlossGuard:
@@ -24,21 +27,46 @@ class GlossGuard:
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        # Also append the word-by-word English rendering from CC-CEDICT (plugins/safety/cedict.py). Off by default:
-        # it finds articles for more Chinese questions, but lifts harmful Chinese requests past the retrieval rail
-        # too (README, "Reading Chinese").
-        dictionary: bool = False
+        # Also append the word-by-word English rendering from CC-CEDICT (plugins/safety/cedict.py), which knows every
+        # word where the keyword tables know a few hundred. `benign` (default): only for a message the harm
+        # classifier scores below `benign_below`. Rendering every message finds articles for more Chinese questions
+        # but lifts harmful Chinese requests past the retrieval rail too (README, "Reading Chinese").
+        dictionary: bool | Literal["benign"] = "benign"
+        benign_below: float = Field(default=0.2, ge=0, le=1)
 
     name = "zh_gloss"
 
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
+        # The harm classifier the learned guards share (loaded once; its scores are cached by text, and
+        # harmful_intent has already scored this message when zh_gloss runs last).
+        # Without the pipeline's embedder there is no classifier to ask, and `benign` renders nothing.
+        benign = config.dictionary == "benign" and getattr(ctx, "embedder", None) is not None
+        self._harm = _IntentGuard(IntentConfig(), ctx) if benign else None
+
+    def warm(self) -> None:
+        """Load the harm classifier the `benign` setting reads."""
+        if self._harm is not None:
+            self._harm.warm()
+
+    def _render(self, text: str) -> str:
+        if self.config.dictionary is False or (self.config.dictionary == "benign" and self._harm is None):
+            return ""
+        if self._harm is not None:
+            try:
+                self._harm.warm()
+                assert self._harm._model is not None
+                if self._harm._model.scores([text])[0]["harmful"] >= self.config.benign_below:
+                    return ""
+            except Exception:  # a helper, not a guard: without a score, no rendering (the cautious side)
+                log.exception("zh_gloss could not score the message; not rendering it")
+                return ""
+        return render(text)
 
     async def check(self, turn: Turn) -> Verdict:
         """Rewrite the newest message with its gloss when it has Chinese words the gloss knows."""
         words = gloss(turn.text, TABLE)
-        rendered = render(turn.text) if self.config.dictionary else ""
-        rendered = "" if rendered == turn.text else rendered  # no Chinese in it
+        rendered = self._render(turn.text) if has_chinese(turn.text) else ""
         if not words and not rendered:
             return Verdict(self.name, False, 0.0, "helpfulness", "no Chinese to gloss")
         rewrite = "\n".join(p for p in (turn.text, f"[{words}]" if words else "", rendered) if p)

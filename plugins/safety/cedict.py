@@ -98,6 +98,11 @@ def _words(run: str, words: dict[str, str]) -> list[str]:
     return out
 
 
+def has_chinese(text: str) -> bool:
+    """Whether `text` holds any Chinese characters."""
+    return _CJK_RUN.search(text) is not None
+
+
 def render(text: str) -> str:
     """`text` with every run of Chinese characters replaced by its words' English senses, in order; the text
     unchanged when it has no Chinese or the dictionary is not installed. Other scripts stay where they are, so a
