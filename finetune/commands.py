@@ -11,6 +11,11 @@ import typer
 from bot.cli import ConfigOpt, _progress, _settings, friendly
 from bot.errors import ServicebotError
 
+# Options `sft` and `data` share: the same run config builds the same training set.
+RunConfigOpt = Annotated[Path | None, typer.Option("--config", help="Fine-tuning YAML (see finetune/configs).")]
+SettingsOpt = Annotated[Path | None, typer.Option("--settings", help="servicebot YAML (default: built-in).")]
+StrictOpt = Annotated[bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")]
+
 finetune_app = typer.Typer(
     help="Fine-tune the responder (LoRA / prefix tuning) and the retriever.", no_args_is_help=True
 )
@@ -20,15 +25,9 @@ finetune_app = typer.Typer(
 @friendly
 def sft(
     method: Annotated[str | None, typer.Option(help="lora or prefix (overrides the file).")] = None,
-    run_config: Annotated[
-        Path | None, typer.Option("--config", help="Fine-tuning YAML (see finetune/configs).")
-    ] = None,
-    settings_file: Annotated[
-        Path | None, typer.Option("--settings", help="servicebot YAML (default: built-in).")
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")
-    ] = False,
+    run_config: RunConfigOpt = None,
+    settings_file: SettingsOpt = None,
+    strict: StrictOpt = False,
     restart: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint.")] = False,
     data: Annotated[
         Path | None,
@@ -61,15 +60,9 @@ def sft(
 @friendly
 def data(
     out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl, dev.jsonl and build.json.")],
-    run_config: Annotated[
-        Path | None, typer.Option("--config", help="Fine-tuning YAML (see finetune/configs).")
-    ] = None,
-    settings_file: Annotated[
-        Path | None, typer.Option("--settings", help="servicebot YAML (default: built-in).")
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Fail on the first malformed JSONL line instead of skipping it.")
-    ] = False,
+    run_config: RunConfigOpt = None,
+    settings_file: SettingsOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Build a run's training set through retrieval and write it out, to train on another machine (--data)."""
     from finetune.prebuilt import save
