@@ -50,7 +50,7 @@ class GlossGuard:
             self._harm.warm()
 
     def _render(self, text: str) -> str:
-        if self.config.dictionary is False or (self.config.dictionary == "benign" and self._harm is None):
+        if self._harm is None and self.config.dictionary is not True:  # off, or `benign` with nothing to ask
             return ""
         if self._harm is not None:
             try:
