@@ -68,6 +68,7 @@ class IntentClassifier:
     data_hash: str
     embed: Embed | None = field(default=None, repr=False)
     public: bool = False  # trained with the public tune/ sets as well as our own data
+    review_key: str = ""  # the data's hash as the review model's card records it (see plugins/safety/review.py)
 
     def __post_init__(self) -> None:
         self._words, self._chars = _vectorizers()
@@ -317,6 +318,7 @@ def load(
             tmp.write_bytes(pickle.dumps(model))
             tmp.replace(path)
         model.embed = embed
+        model.review_key = data_hash(examples, "review")
         _LOADED[key] = _SOURCES[source] = model
         return model
 

@@ -15,10 +15,17 @@ LEARNED = ("harmful_intent", "jailbreak")
 
 
 def with_thresholds(settings: Settings, threshold: float) -> Settings:
-    """A copy of settings with the learned guards' thresholds set to `threshold`."""
+    """A copy of settings with the learned guards' thresholds set to `threshold` (and harmful_intent's bar for the
+    mean with its review model, which starts at 0.5)."""
     specs = [
         s.model_copy(update={"config": {**s.config, "threshold": threshold}}) if s.name in LEARNED else s
         for s in settings.guards.input
+    ]
+    specs = [
+        s.model_copy(update={"config": {**s.config, "review_threshold": max(0.5, threshold)}})
+        if s.name == "harmful_intent"
+        else s
+        for s in specs
     ]
     return settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": specs})})
 
@@ -57,9 +64,16 @@ guards_app = typer.Typer(help="The learned guards' classifier.", no_args_is_help
 @guards_app.command("export")
 def export_guards(
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the shipped one in the package).")] = None,
+    with_review: Annotated[
+        bool,
+        typer.Option(
+            "--review/--no-review", help="Also fine-tune the review model (about fifteen minutes on two cores)."
+        ),
+    ] = False,
 ) -> None:
     """Train (or take from the cache) the intent classifier on our examples, the demo questions and the public
-    tune/ sets, with the default embedder, and write it as the shipped classifier."""
+    tune/ sets, with the default embedder, and write it as the shipped classifier; with --review, fine-tune
+    and write the harmful-intent review model on the same data too."""
     from bot.config import PluginSpec
     from bot.registry import PluginContext, build
     from plugins.guards.intent import safety_data_dir
@@ -81,12 +95,18 @@ def export_guards(
             return np.array(embedder.embed_documents(list(texts)))
 
         model = classifier.load(data, qa, cache_root().parent / "guards", embed, embedder.id, ship=None)
-        examples = len(build_dataset(data, qa))
-        folder = classifier.export(model, embedder.id, examples, out or classifier.SHIPPED)
+        dataset = build_dataset(data, qa)
+        folder = classifier.export(model, embedder.id, len(dataset), out or classifier.SHIPPED)
+        print(f"wrote {folder}: data {model.data_hash}, {len(dataset)} examples, embedder {embedder.id}")
+        if with_review:
+            from plugins.safety import review
+
+            reviewer = review.train(dataset)
+            review.export(reviewer, classifier.data_hash(dataset, "review"), folder)
+            print(f"wrote {folder / 'review.safetensors'}: {reviewer.card['examples']} training examples")
     except ServicebotError as exc:
         typer.secho(f"Error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
-    print(f"wrote {folder}: data {model.data_hash}, {examples} examples, embedder {embedder.id}")
 
 
 def register(groups: dict[str, typer.Typer]) -> None:

