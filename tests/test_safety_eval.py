@@ -40,3 +40,16 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
     points = [{"attack_success": 0.1, "over_refusal": 0.05}, {"attack_success": 0.2, "over_refusal": 0.01},
               {"attack_success": 0.3, "over_refusal": 0.06}]
     assert pareto_front(points) == points[1::-1]
+
+
+def test_a_sweep_moves_the_review_bar_with_the_threshold() -> None:
+    from bot.config import PluginSpec, load_settings
+    from plugins.safety.commands import with_thresholds
+
+    settings = load_settings()
+    settings = settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": [
+        PluginSpec(name="harmful_intent", config={"threshold": 0.7}), PluginSpec(name="jailbreak")]})})
+    for t, bar in ((0.3, 0.5), (0.8, 0.8)):
+        harmful, jailbreak = with_thresholds(settings, t).guards.input
+        assert harmful.config == {"threshold": t, "review_threshold": bar}
+        assert jailbreak.config == {"threshold": t}

@@ -17,6 +17,7 @@ from bot.contracts import Turn, Verdict
 from bot.policy import NO_KNOWLEDGE
 from plugins.guards.override import override_family
 from plugins.responders.model_cache import cache_root
+from plugins.safety import review
 from plugins.safety.cedict import table
 from plugins.safety.classifier import SHIPPED, IntentClassifier, load
 from plugins.safety.severe import severe_match
@@ -121,12 +122,13 @@ class _IntentGuard:
         assert self._model is not None
         users = [m.content for m in turn.messages if m.role == "user"][-self.config.window :] or [""]
         if len(users) == 1:
-            return {**self._model.scores(users)[0], "window": False}
-        newest, window, before = self._model.scores([users[-1], "\n".join(users), "\n".join(users[:-1])])
+            return {**self._model.scores(users)[0], "window": False, "text": users[0]}
+        joined = "\n".join(users)
+        newest, window, before = self._model.scores([users[-1], joined, "\n".join(users[:-1])])
         if window[self.head] > before[self.head] + self.config.margin:
             if window[self.head] > newest[self.head]:
-                return {**window, "window": True}
-        return {**newest, "window": False}
+                return {**window, "window": True, "text": joined}
+        return {**newest, "window": False, "text": users[-1]}
 
     async def scores(self, turn: Turn) -> dict[str, Any]:
         """Classifier scores for this turn (run off the event loop)."""
@@ -143,6 +145,14 @@ class HarmfulIntentConfig(IntentConfig):
         description="threshold for text the obfuscation guard decoded (base64, leetspeak, disemvowelled, ...): "
         "customers do not disguise honest questions, and decoded text scores lower than plain text",
     )
+    review: bool = Field(
+        default=True,
+        description="ask the fine-tuned review model about text whose linear score could reach "
+        "review_threshold, and decide on the mean of the two scores",
+    )
+    review_threshold: float = Field(
+        default=0.7, ge=0.5, le=1, description="threshold for the mean of the linear and the review score"
+    )
 
 
 class HarmfulIntentGuard(_IntentGuard):
@@ -153,6 +163,22 @@ class HarmfulIntentGuard(_IntentGuard):
     config: HarmfulIntentConfig
     head = "harmful"
     name = "harmful_intent"
+    _review: review.ReviewModel | None = None
+
+    def warm(self) -> None:
+        """Load the classifier, and the review model when it is on and fits the classifier's data."""
+        fresh = self._model is None
+        super().warm()
+        if fresh and self.config.review and self._model is not None:
+            public = safety_data_dir() if self.config.public_data else None
+            self._review = review.shipped(self._model.review_key, public is None)
+
+    def _reviewed(self, s: dict[str, Any], decoded: bool) -> bool:
+        """Whether the review model gives a second opinion on the text that was scored: not decoded from a disguise
+        (that keeps the stricter linear rule), with a linear score the mean could lift past the bar."""
+        if self._review is None or not self.config.review or decoded:
+            return False
+        return bool(s["harmful"] >= 2 * self.config.review_threshold - 1)
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
@@ -160,33 +186,38 @@ class HarmfulIntentGuard(_IntentGuard):
         if turn.decoded:
             threshold = min(threshold, self.config.disguised_threshold)
         score, category = s["harmful"], s["category"] or "harmful"
+        bar, second = threshold, None
+        if self._reviewed(s, turn.decoded) and self._review is not None:
+            second = (await asyncio.to_thread(self._review.score, [s["text"]]))[0]
+            score, bar = (score + second) / 2, self.config.review_threshold
         severe = severe_match(turn.text)
         if severe is not None:
             score, category = max(score, 0.95), severe[0]
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
         where = (" across turns" if s["window"] else "") + (" in disguised text" if turn.decoded else "")
-        if self_harm >= threshold:
+        opinion = f", mean of linear {s['harmful']:.2f} and review {second:.2f}" if second is not None else ""
+        if s.get("self_harm", 0.0) >= threshold or (category == "self_harm" and score >= bar):
             return Verdict(
                 self.name,
                 True,
                 self_harm,
                 "self_harm",
-                f"self-harm risk {self_harm:.2f}{where}",
+                f"self-harm risk {self_harm:.2f}{where}{opinion}",
                 message=CARE,
                 handoff=True,
             )
-        if score >= threshold:
+        if score >= bar:
             topic = CATEGORY_TEXT.get(category, "that")
             return Verdict(
                 self.name,
                 True,
                 score,
                 category,
-                f"harmful intent {score:.2f} ({category}){where}",
+                f"harmful intent {score:.2f} ({category}){where}{opinion}",
                 message=f"I can't help with anything involving {topic}. If you have a question about "
                 "your Kestrel account, an order or a device, I'm glad to help.",
             )
-        return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}")
+        return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}{opinion}")
 
 
 class JailbreakGuard(_IntentGuard):
