@@ -33,8 +33,10 @@ def test_export_and_load_give_the_trained_scores(small: review.ReviewModel, tmp_
     card = json.loads((folder / "review.json").read_text(encoding="utf-8"))
     assert card["data_hash"] == "some-key" and card["base"] == review.BASE
     loaded = review.shipped("some-key", False, folder)
-    assert loaded is not None
+    assert loaded is not None and loaded.onnx is not None  # read back, and exported to ONNX Runtime
     assert loaded.score(TEXTS) == pytest.approx(small.score(TEXTS), abs=2e-3)  # float16 weights
+    on_torch = review.ReviewModel(loaded.encoder, loaded.head, loaded.tokenizer, loaded.card)
+    assert on_torch.score(TEXTS) == pytest.approx(loaded.score(TEXTS), abs=1e-4)
 
 
 def test_a_stale_or_damaged_review_model_is_not_used(

@@ -9,14 +9,20 @@ on the mean of the two scores (`review_threshold`).
 
 Training computes the frozen part of the network (the embeddings, and the bottom `frozen` layers if any) once per
 text and trains the rest: about fifteen minutes on two CPU cores for three epochs. The shipped file holds just
-the trained layers and the head, in float16.
+the trained layers and the head, in float16. At load time the whole encoder is written once to the model cache
+and exported to ONNX Runtime, which scores a short message about three times faster than torch; without it the
+torch model is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import random
+import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,12 +86,20 @@ class ReviewModel:
     head: Any
     tokenizer: Any
     card: dict[str, Any]
+    onnx: Any = None  # a knowledge.onnx_encoder.OnnxEncoder of the same encoder, when one could be made
 
     def score(self, texts: Sequence[str]) -> list[float]:
         import torch
 
         if not texts:
             return []
+        if self.onnx is not None:
+            import numpy as np
+
+            vectors = self.onnx.encode([_text(t) for t in texts])
+            weight = self.head.weight.detach().numpy()[0]
+            logits = vectors.astype(np.float64) @ (weight * SCALE) + float(self.head.bias.detach()[0])
+            return [float(p) for p in 1.0 / (1.0 + np.exp(-logits))]
         enc = self.tokenizer(
             [_text(t) for t in texts], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
         )
@@ -233,4 +247,31 @@ def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
             "The review model in %s is unreadable (%s); harmful intent is decided on the linear score.", folder, exc
         )
         return None
-    return ReviewModel(encoder, head.eval(), tokenizer, card)
+    digest = hashlib.sha256((folder / "review.safetensors").read_bytes()).hexdigest()[:16]
+    return ReviewModel(encoder, head.eval(), tokenizer, card, _onnx(encoder, tokenizer, digest))
+
+
+def _onnx(encoder: Any, tokenizer: Any, digest: str) -> Any:
+    """An ONNX Runtime encoder for the fine-tuned weights (whole model folder and graph cached under the model
+    cache, keyed by the weights' hash), or None: the torch model then does the work, only slower."""
+    from knowledge.embedder import model_cache
+    from knowledge.onnx_encoder import OnnxEncoder
+
+    merged = model_cache() / "review" / digest
+    try:
+        if not (merged / "config.json").is_file():
+            merged.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=merged.parent))
+            try:
+                encoder.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                os.replace(tmp, merged)  # atomic: a crash never leaves a half-written folder under the final name
+            except OSError:
+                if not (merged / "config.json").is_file():  # another process may have won the race: fine
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return OnnxEncoder(merged, merged / "onnx", max_length=MAX_TOKENS)
+    except Exception as exc:
+        log.warning("The review model runs on torch: its ONNX Runtime export failed (%s).", exc)
+        return None
