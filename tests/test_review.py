@@ -35,8 +35,21 @@ def test_export_and_load_give_the_trained_scores(small: review.ReviewModel, tmp_
     loaded = review.shipped("some-key", False, folder)
     assert loaded is not None and loaded.onnx is not None  # read back, and exported to ONNX Runtime
     assert loaded.score(TEXTS) == pytest.approx(small.score(TEXTS), abs=2e-3)  # float16 weights
-    on_torch = review.ReviewModel(loaded.encoder, loaded.head, loaded.tokenizer, loaded.card)
-    assert on_torch.score(TEXTS) == pytest.approx(loaded.score(TEXTS), abs=1e-4)
+    assert loaded.encoder is None  # the torch model is not kept beside the ONNX one
+
+
+def test_without_a_writable_model_cache_the_review_model_runs_on_torch(
+    small: review.ReviewModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = review.export(small, "some-key", tmp_path / "model")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the model cache should be", encoding="utf-8")
+    monkeypatch.setenv("SERVICEBOT_MODEL_CACHE", str(blocked))
+    with caplog.at_level(logging.WARNING):
+        loaded = review.shipped("some-key", False, folder)
+    assert loaded is not None and loaded.onnx is None and loaded.encoder is not None
+    assert "runs on torch" in caplog.text
+    assert loaded.score(TEXTS) == pytest.approx(small.score(TEXTS), abs=2e-3)
 
 
 def test_a_stale_or_damaged_review_model_is_not_used(

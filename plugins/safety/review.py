@@ -82,7 +82,7 @@ def _text(text: str) -> str:
 class ReviewModel:
     """The fine-tuned encoder: `score(texts)` gives each text's probability of being a harmful request."""
 
-    encoder: Any
+    encoder: Any  # the torch model; None when the ONNX one below does the work
     head: Any
     tokenizer: Any
     card: dict[str, Any]
@@ -216,7 +216,7 @@ def shipped(key: str, any_public: bool, folder: Path = SHIPPED) -> ReviewModel |
 def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         card = json.loads((folder / "review.json").read_text(encoding="utf-8"))
@@ -229,17 +229,19 @@ def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
                 folder,
             )
             return None
+        weights = (folder / "review.safetensors").read_bytes()
         tensors = load_file(str(folder / "review.safetensors"))
-        path = base_path()
-        encoder = AutoModel.from_pretrained(path).eval()
-        frozen = int(card["frozen"])
-        for i in range(frozen, len(encoder.encoder.layer)):
-            prefix = f"layer.{i}."
-            state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-            encoder.encoder.layer[i].load_state_dict(state, strict=True)
-        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        head = torch.nn.Linear(int(tensors["head.weight"].shape[1]), 1)
         head.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")}, strict=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(base_path())
+        merged = _merged_folder(hashlib.sha256(weights).hexdigest()[:16])
+        # Built (and so checked against the base model) unless this very file was exported to ONNX before.
+        encoder = None if (merged / "config.json").is_file() else _encoder(tensors, int(card["frozen"]))
+        onnx = _onnx(encoder, tokenizer, merged)
+        if onnx is not None:
+            encoder = None  # not kept beside the ONNX one: about 90 MB
+        elif encoder is None:
+            encoder = _encoder(tensors, int(card["frozen"]))
     except FileNotFoundError:
         return None
     except Exception as exc:  # a damaged file leaves the guard on its linear score, said once
@@ -247,19 +249,37 @@ def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
             "The review model in %s is unreadable (%s); harmful intent is decided on the linear score.", folder, exc
         )
         return None
-    digest = hashlib.sha256((folder / "review.safetensors").read_bytes()).hexdigest()[:16]
-    return ReviewModel(encoder, head.eval(), tokenizer, card, _onnx(encoder, tokenizer, digest))
+    return ReviewModel(encoder, head.eval(), tokenizer, card, onnx)
 
 
-def _onnx(encoder: Any, tokenizer: Any, digest: str) -> Any:
-    """An ONNX Runtime encoder for the fine-tuned weights (whole model folder and graph cached under the model
-    cache, keyed by the weights' hash), or None: the torch model then does the work, only slower."""
+def _encoder(tensors: dict[str, Any], frozen: int) -> Any:
+    """The base encoder with the trained layers put in (strictly: every tensor must fit)."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(base_path()).eval()
+    for i in range(frozen, len(encoder.encoder.layer)):
+        prefix = f"layer.{i}."
+        state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+        encoder.encoder.layer[i].load_state_dict(state, strict=True)
+    return encoder
+
+
+def _merged_folder(digest: str) -> Path:
     from knowledge.embedder import model_cache
+
+    return model_cache() / "review" / digest
+
+
+def _onnx(encoder: Any, tokenizer: Any, merged: Path) -> Any:
+    """An ONNX Runtime encoder for the fine-tuned weights (the whole model folder, and its graph, cached under the
+    model cache keyed by the weights' hash; written from `encoder` when missing), or None: the torch model then
+    does the work, only slower."""
     from knowledge.onnx_encoder import OnnxEncoder
 
-    merged = model_cache() / "review" / digest
     try:
         if not (merged / "config.json").is_file():
+            if encoder is None:
+                return None
             merged.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=merged.parent))
             try:
