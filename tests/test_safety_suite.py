@@ -93,7 +93,7 @@ def test_a_disguised_request_is_held_to_the_lower_disguised_threshold(suite: Ser
     assert not plain.with_text(text).decoded and plain.as_view(text).with_text(text).decoded
 
 
-def test_english_borderline_requests_get_the_review_models_second_opinion(suite: Service) -> None:
+def test_borderline_requests_get_the_review_models_second_opinion(suite: Service) -> None:
     guard = next(g for g in suite.pipeline.input_guards if g.name == "harmful_intent")
     assert guard._review is not None, "the shipped review model should fit the shipped data"
     linear_only = copy.copy(guard)

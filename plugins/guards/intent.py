@@ -173,12 +173,12 @@ class HarmfulIntentGuard(_IntentGuard):
             public = safety_data_dir() if self.config.public_data else None
             self._review = review.shipped(self._model.review_key, public is None)
 
-    def _reviewed(self, s: dict[str, Any], decoded: bool) -> bool:
-        """Whether the review model gives a second opinion on the text that was scored: not decoded from a disguise
+    def _reviewer(self, s: dict[str, Any], decoded: bool) -> review.ReviewModel | None:
+        """The review model when it gives a second opinion on the text that was scored: not decoded from a disguise
         (that keeps the stricter linear rule), with a linear score the mean could lift past the bar."""
-        if self._review is None or not self.config.review or decoded:
-            return False
-        return bool(s["harmful"] >= 2 * self.config.review_threshold - 1)
+        if not self.config.review or decoded or s["harmful"] < 2 * self.config.review_threshold - 1:
+            return None
+        return self._review
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
@@ -187,8 +187,9 @@ class HarmfulIntentGuard(_IntentGuard):
             threshold = min(threshold, self.config.disguised_threshold)
         score, category = s["harmful"], s["category"] or "harmful"
         bar, second = threshold, None
-        if self._reviewed(s, turn.decoded) and self._review is not None:
-            second = (await asyncio.to_thread(self._review.score, [s["text"]]))[0]
+        reviewer = self._reviewer(s, turn.decoded)
+        if reviewer is not None:
+            second = (await asyncio.to_thread(reviewer.score, [s["text"]]))[0]
             score, bar = (score + second) / 2, self.config.review_threshold
         severe = severe_match(turn.text)
         if severe is not None:

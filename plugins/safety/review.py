@@ -2,8 +2,8 @@
 harmful-request classifier on the same training set as the intent classifier (our examples, the demo questions and
 the public tune/ sets; never holdout). Chinese is read through the same CC-CEDICT rendering.
 
-The linear intent classifier reads words and one frozen sentence vector, so "which household chemicals should
-never be mixed" and a request to poison someone share most of their evidence. A fine-tuned encoder reads the
+The linear intent classifier reads words and one frozen sentence vector, so "how to crack the spine of a new
+notebook" and a request to hurt someone share much of their evidence. A fine-tuned encoder reads the
 words in context. `HarmfulIntentGuard` asks it only when the linear score is high enough to matter, and decides
 on the mean of the two scores (`review_threshold`).
 
@@ -215,7 +215,7 @@ def shipped(key: str, any_public: bool, folder: Path = SHIPPED) -> ReviewModel |
 
 def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load
     from transformers import AutoTokenizer
 
     try:
@@ -229,8 +229,8 @@ def _read(key: str, any_public: bool, folder: Path) -> ReviewModel | None:
                 folder,
             )
             return None
-        weights = (folder / "review.safetensors").read_bytes()
-        tensors = load_file(str(folder / "review.safetensors"))
+        weights = (folder / "review.safetensors").read_bytes()  # read once: hashed for the ONNX cache, and parsed
+        tensors = load(weights)
         head = torch.nn.Linear(int(tensors["head.weight"].shape[1]), 1)
         head.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")}, strict=True)
         tokenizer = AutoTokenizer.from_pretrained(base_path())
