@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +21,10 @@ from bot.config import PluginSpec, load_settings
 from bot.contracts import Message, Turn
 from bot.service import build_pipeline
 from plugins.safety.cedict import has_chinese
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from index_common import percentiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "plugins/safety/data"
@@ -100,11 +104,7 @@ def main() -> None:
             f"{100 * blocked[group]['review off'] / n:>13.1f}%"
         )
     for name, values in ms.items():
-        values.sort()
-        print(
-            f"harmful_intent latency, {name}: p50 {statistics.median(values):.2f} ms, "
-            f"p95 {values[int(0.95 * (len(values) - 1))]:.2f} ms"
-        )
+        print(f"harmful_intent latency, {name}: {percentiles(values)}")
 
 
 if __name__ == "__main__":
