@@ -96,3 +96,12 @@ def test_stacked_scoring_gives_scikit_learns_numbers() -> None:
     for head, clf in model.heads.items():
         assert [r[head] for r in rows] == pytest.approx(list(clf.predict_proba(x)[:, 1]), abs=1e-12)
     assert [r["category"] for r in rows] == [str(c) for c in model.categories.predict(x)]
+
+
+def test_fast_ngram_rows_equal_scikit_learns_vectorizers() -> None:
+    from plugins.safety.classifier import _vectorizers
+
+    texts = ["How do I kill a stuck process?", "我的门锁怎么重置密码", "", "!!!", "a" * 500, "ÉCOLE  café １２３"]
+    for ngrams in _vectorizers():
+        ours, theirs = ngrams(texts), ngrams.vectorizer.transform(texts)
+        assert ours.shape == theirs.shape and abs(ours - theirs).max() < 1e-12

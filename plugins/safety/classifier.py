@@ -56,7 +56,29 @@ def _vectorizers() -> tuple[Any, Any]:
     chars = HashingVectorizer(
         n_features=2**16, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False, norm="l2", preprocessor=_prep
     )
-    return words, chars
+    return _Ngrams(words), _Ngrams(chars)
+
+
+class _Ngrams:
+    """A HashingVectorizer's rows (same analyzer, hash and L2 norm) without scikit-learn's per-call input checks,
+    which cost about a millisecond a turn, more than the hashing itself."""
+
+    def __init__(self, vectorizer: Any) -> None:
+        from sklearn.feature_extraction import FeatureHasher
+
+        self.vectorizer = vectorizer
+        self._analyze = vectorizer.build_analyzer()
+        self._hasher = FeatureHasher(vectorizer.n_features, input_type="string", alternate_sign=False)
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        import sklearn
+
+        with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+            x = self._hasher.transform(self._analyze(t) for t in texts)
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=x.data**2, minlength=x.shape[0]))
+        x.data /= norms[rows]  # a row with no n-grams has no entries to divide
+        return x
 
 
 @dataclass
@@ -85,15 +107,19 @@ class IntentClassifier:
         self.embed = None
         self.__post_init__()
 
+    def _parts(self, texts: Sequence[str], vectors: Any = None) -> list[Any]:
+        """Word n-grams (of the glossed text), character n-grams, and the embedding when there is an embedder."""
+        glossed = [with_gloss(t) for t in texts]
+        parts = [self._words(glossed), self._chars(texts)]
+        if self.embed is not None:
+            parts.append(np.asarray(vectors if vectors is not None else self.embed(glossed)))
+        return parts
+
     def features(self, texts: Sequence[str], vectors: Any = None) -> Any:
         """Sparse n-gram features joined with embeddings (computed here unless given)."""
         from scipy.sparse import csr_matrix, hstack
 
-        glossed = [with_gloss(t) for t in texts]
-        parts = [self._words.transform(glossed), self._chars.transform(texts)]
-        if self.embed is not None:
-            parts.append(csr_matrix(np.asarray(vectors if vectors is not None else self.embed(glossed))))
-        return hstack(parts).tocsr()
+        return hstack([csr_matrix(p) for p in self._parts(texts, vectors)]).tocsr()
 
     def scores(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
         """{head: probability} for each text, plus `category` (the likeliest harm category) as a string key.
@@ -136,14 +162,17 @@ class IntentClassifier:
         return cached
 
     def _score(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
-        x = self.features(texts, vectors)
+        parts = self._parts(texts, vectors)
         heads, weights, bias, classes = self._stacked()
-        decision = np.asarray(x @ weights) + bias
+        decision, start = bias, 0
+        for part in parts:  # part by part: joining them into one sparse matrix costs more than the products
+            decision = decision + np.asarray(part @ weights[start : start + part.shape[1]])
+            start += part.shape[1]
         probs = 1.0 / (1.0 + np.exp(-decision[:, : len(heads)]))
         if classes:
             cats = [classes[j] for j in decision[:, len(heads) :].argmax(axis=1)]
         elif self.categories is not None:  # one or two categories: no per-class matrix to stack
-            cats = [str(c) for c in self.categories.predict(x)]
+            cats = [str(c) for c in self.categories.predict(self.features(texts, vectors))]
         else:
             cats = ["" for _ in texts]
         out: list[dict[str, Any]] = []
