@@ -4,7 +4,10 @@ Run: .venv/bin/python bench/guards.py [--turns 200]
 Prints median and p95 of the input-guard chain per turn over demo questions, XSTest-style benign and attack
 prompts from our own test split, both chains in the same run so machine noise shows in both; the full suite's
 figures are also given for the demo questions and our rows apart (harmful_intent's review model runs only on
-turns that score high enough, so attack-heavy traffic costs more).
+turns that score high enough, so attack-heavy traffic costs more). "all run" makes every guard check every turn
+(the worst case); "as served" stops where the pipeline does, at the first verdict the policy acts on. Then the
+passage guards on each demo question's retrieved passages (needs the index: `bot index rebuild`), reading the
+index's stored passage vectors vs embedding every passage, on passages neither has seen.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import asyncio
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from bot.config import PluginSpec, load_settings
 from bot.contracts import Message, Turn
+from bot.errors import ServicebotError
 from bot.pipeline import _check_views
 from bot.service import build_pipeline
 
@@ -36,16 +42,42 @@ def prompts(n: int) -> list[str]:
     return mixed[:n]
 
 
-async def chain_ms(pipeline: object, text: str) -> float:
+async def chain_ms(pipeline: Any, text: str, served: bool = False) -> float:
+    """One turn through the input guards: every guard, or `served` as the pipeline runs them (it stops at the
+    first verdict the policy acts on, so a refused jailbreak never pays for the harm classifier's review)."""
     turn = Turn((Message("user", text),))
     views: list[str] = []
+    verdicts = []
     start = time.perf_counter()
-    for guard in pipeline.input_guards:  # type: ignore[attr-defined]
+    for guard in pipeline.input_guards:
         verdict = await _check_views(guard, turn, views, 5.0)
+        verdicts.append(verdict)
         views += list(verdict.views)
         if verdict.rewrite is not None:
             turn = turn.with_text(verdict.rewrite)
+        if served and pipeline.policy.stops(verdicts):
+            break
     return (time.perf_counter() - start) * 1000
+
+
+async def passages_ms(pipeline: Any, question: str, tag: str, stored: bool) -> float:
+    """The passage guards on one question's retrieved passages, made unseen by `tag`: with the index's stored
+    vectors (as served) or without (each passage embedded, as before passages carried them)."""
+    found = await pipeline.retriever.search(question, k=pipeline.k)
+    passages = [replace(p, text=f"{p.text} {tag}", vector=p.vector if stored else None) for p in found]
+    turn = Turn((Message("user", question),))
+    start = time.perf_counter()
+    for guard in pipeline.passage_guards:
+        passages, _ = await guard.check_passages(turn, passages)
+    return (time.perf_counter() - start) * 1000
+
+
+def show(name: str, values: list[float]) -> None:
+    values = sorted(values)
+    print(
+        f"{name:<38} turns {len(values)}  p50 {statistics.median(values):6.2f} ms  "
+        f"p95 {values[int(0.95 * (len(values) - 1))]:6.2f} ms"
+    )
 
 
 def main() -> None:
@@ -68,28 +100,44 @@ def main() -> None:
     base = build_pipeline(base_settings)
     texts = prompts(args.turns)
 
-    async def run() -> tuple[list[float], list[float]]:
-        a, b = [], []
+    async def run() -> tuple[list[float], list[float], list[float]]:
+        a, b, c = [], [], []
         for i, t in enumerate(texts):
             a.append(await chain_ms(full, f"{t} ({i})"))  # a fresh text each time: no cache hits
-            b.append(await chain_ms(base, f"{t} ({i})"))
-        return a, b
+            b.append(await chain_ms(full, f"{t} [{i}]", served=True))
+            c.append(await chain_ms(base, f"{t} ({i})"))
+        return a, b, c
 
-    full_ms, base_ms = asyncio.run(run())
+    full_ms, served_ms, base_ms = asyncio.run(run())
     label = f"full suite ({len(full.input_guards)} input guards)"
     # The prompts alternate: demo questions (honest, in-domain) at even positions, our safety examples at odd ones.
     rows = [
-        (label, full_ms),
+        (label + ", all run", full_ms),
         ("  of which demo questions", full_ms[0::2]),
         ("  of which our safety examples", full_ms[1::2]),
+        ("full suite as served", served_ms),
+        ("  of which our safety examples", served_ms[1::2]),
         ("baseline (2 pattern guards)", base_ms),
     ]
     for name, values in rows:
-        values = sorted(values)
-        print(
-            f"{name:<30} turns {len(values)}  p50 {statistics.median(values):6.2f} ms  "
-            f"p95 {values[int(0.95 * (len(values) - 1))]:6.2f} ms"
-        )
+        show(name, values)
+
+    questions = texts[0::2]
+
+    async def run_passages() -> tuple[list[float], list[float]]:
+        a, b = [], []
+        for i, q in enumerate(questions):
+            a.append(await passages_ms(full, q, f"(s{i})", stored=True))
+            b.append(await passages_ms(full, q, f"(e{i})", stored=False))
+        return a, b
+
+    try:
+        stored_ms, embedded_ms = asyncio.run(run_passages())
+    except ServicebotError as exc:
+        print(f"passage guards: not measured ({exc})")
+        return
+    show(f"passage guards, top {full.k}, stored vectors", stored_ms)
+    show("  baseline: embedding each passage", embedded_ms)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ class Passage:
     source: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     url: str = ""  # a link to cite (the document's URL, or its source path when it has none)
+    # The index's stored vector of `text` and the id of the embedder that made it, so a guard reading the passage
+    # with that embedder need not embed it again. Whoever changes `text` must drop the vector.
+    vector: Any = field(default=None, repr=False, compare=False)
+    embedder: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ class Fusion:
     bm25_weight: float = 0.7
 
 
-def passage(hit: Hit, info: dict[str, Any]) -> Passage:
-    """A Passage citing its document; `score` is the cosine similarity (what Policy.min_score is about)."""
+def passage(hit: Hit, info: dict[str, Any], embedder: str = "") -> Passage:
+    """A Passage citing its document; `score` is the cosine similarity (what Policy.min_score is about); it keeps
+    the chunk's stored vector, made by `embedder`."""
     meta = dict(hit.metadata)
     return Passage(
         id=hit.id,
@@ -39,6 +40,8 @@ def passage(hit: Hit, info: dict[str, Any]) -> Passage:
         source=str(meta.get("source", "")),
         metadata={**meta, **info},
         url=str(meta.get("url") or meta.get("source", "")),
+        vector=hit.vector,
+        embedder=embedder if hit.vector is not None else "",
     )
 
 
@@ -113,5 +116,5 @@ def hybrid_search(
             continue
         info = {"rrf": round(rrf, 6), "vector_rank": vrank.get(cid, 0), "bm25_rank": brank.get(cid, (0, 0.0))[0]}
         info["bm25"] = round(brank.get(cid, (0, 0.0))[1], 4)
-        passages.append(passage(hits[cid], info))
+        passages.append(passage(hits[cid], info, embedder.id))
     return _reranked(query, passages, reranker)[:k]

@@ -24,6 +24,7 @@ class Hit:
     text: str
     metadata: dict[str, Any]
     cosine: float | None = None
+    vector: Any = None  # the stored embedding, once fetched
 
 
 def matches(meta: Mapping[str, Any], filters: Filters) -> bool:
@@ -111,7 +112,8 @@ class IndexView:
         return self.lexical.search(query, n, None if allowed is None else allowed[1])
 
     def fetch(self, ids: Sequence[str], vector: Sequence[float] | None = None) -> dict[str, Hit]:
-        """Text and metadata of live chunks by id, with their cosine to `vector` when given (else None)."""
+        """Text, metadata and stored vector of live chunks by id, with their cosine to `vector` when given (else
+        None)."""
         by_seg: dict[str, list[str]] = {}
         for cid in ids:
             if cid in self.live:
@@ -119,14 +121,14 @@ class IndexView:
         q = None if vector is None else np.asarray(vector, dtype=np.float32)
         out: dict[str, Hit] = {}
         for seg, seg_ids in by_seg.items():
-            include = ["documents", "metadatas"] + (["embeddings"] if q is not None else [])
-            got = self.cols[seg].get(ids=seg_ids, include=include)  # type: ignore[arg-type]
+            got = self.cols[seg].get(ids=seg_ids, include=["documents", "metadatas", "embeddings"])  # type: ignore[list-item]
             embs = got.get("embeddings")
             for i, cid in enumerate(got["ids"]):
-                cosine = None
-                if q is not None and embs is not None:
+                cosine, v = None, None
+                if embs is not None:
                     v = np.asarray(embs[i], dtype=np.float32)
-                    cosine = round(float(q @ v / (np.linalg.norm(q) * np.linalg.norm(v) or 1.0)), 4)
+                    if q is not None:
+                        cosine = round(float(q @ v / (np.linalg.norm(q) * np.linalg.norm(v) or 1.0)), 4)
                 docs, metas = got["documents"] or [], got["metadatas"] or []
-                out[cid] = Hit(cid, docs[i] or "", dict(metas[i] or {}), cosine)
+                out[cid] = Hit(cid, docs[i] or "", dict(metas[i] or {}), cosine, v)
         return out

@@ -83,6 +83,16 @@ def test_bm25_is_persisted_with_the_version_and_loaded_once(store: KnowledgeStor
     assert view.keyword("E-417", 1)[0][0].startswith("error#")
 
 
+def test_passages_carry_their_stored_vector_and_the_embedder_that_made_it(store: KnowledgeStore) -> None:
+    import numpy as np
+
+    for mode in ("hybrid", "bm25"):  # bm25-only hits are fetched without a vector search
+        passages = hybrid_search(store.view(), store.embedder, "shipping costs", 3, Fusion(mode=mode))
+        assert passages and all(p.embedder == store.embedder.id for p in passages)
+        made = np.asarray(store.embedder.embed_documents([p.text for p in passages]))
+        assert np.allclose(np.stack([p.vector for p in passages]), made, atol=1e-6)
+
+
 def test_passages_carry_cosine_score_fusion_ranks_and_citation(store: KnowledgeStore) -> None:
     passages = hybrid_search(store.view(), store.embedder, "reset link for my password", 3)
     top = passages[0]

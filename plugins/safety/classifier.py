@@ -15,7 +15,7 @@ import logging
 import pickle
 import threading
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,22 +107,28 @@ class IntentClassifier:
         self.embed = None
         self.__post_init__()
 
-    def _parts(self, texts: Sequence[str], vectors: Any = None) -> list[Any]:
-        """Word n-grams (of the glossed text), character n-grams, and the embedding when there is an embedder."""
+    def _parts(self, texts: Sequence[str], vectors: Mapping[str, Any] | None = None) -> list[Any]:
+        """Word n-grams (of the glossed text), character n-grams, and the embedding when there is an embedder:
+        from `vectors` (by text) for text the gloss leaves as it is, else computed here."""
         glossed = [with_gloss(t) for t in texts]
         parts = [self._words(glossed), self._chars(texts)]
         if self.embed is not None:
-            parts.append(np.asarray(vectors if vectors is not None else self.embed(glossed)))
+            known = {t: vectors[t] for t, g in zip(texts, glossed, strict=True) if vectors and t in vectors and g == t}
+            todo = [g for t, g in zip(texts, glossed, strict=True) if t not in known]
+            made = iter(np.asarray(self.embed(todo)) if todo else ())
+            parts.append(np.vstack([np.asarray(known[t]) if t in known else next(made) for t in texts]))
         return parts
 
-    def features(self, texts: Sequence[str], vectors: Any = None) -> Any:
+    def features(self, texts: Sequence[str], vectors: Mapping[str, Any] | None = None) -> Any:
         """Sparse n-gram features joined with embeddings (computed here unless given)."""
         from scipy.sparse import csr_matrix, hstack
 
         return hstack([csr_matrix(p) for p in self._parts(texts, vectors)]).tocsr()
 
-    def scores(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
+    def scores(self, texts: Sequence[str], vectors: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """{head: probability} for each text, plus `category` (the likeliest harm category) as a string key.
+        `vectors` may give sentence vectors already made by the guards' embedder (by text), e.g. a knowledge
+        passage's stored one.
 
         Recent results are cached by text: every learned guard of a turn reads the same scores.
         """
@@ -130,7 +136,7 @@ class IntentClassifier:
         found = {t: row for t in dict.fromkeys(texts) if (row := cache.get(t)) is not None}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            for text, row in zip(missing, self._score(missing), strict=True):
+            for text, row in zip(missing, self._score(missing, vectors), strict=True):
                 found[text] = row
                 if len(cache) >= 1024:  # other threads use the cache too: read results from `found`, not it
                     try:
@@ -161,7 +167,7 @@ class IntentClassifier:
             cached = self.__dict__["_linear"] = (heads, weights, bias, classes)
         return cached
 
-    def _score(self, texts: Sequence[str], vectors: Any = None) -> list[dict[str, Any]]:
+    def _score(self, texts: Sequence[str], vectors: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         parts = self._parts(texts, vectors)
         heads, weights, bias, classes = self._stacked()
         decision, start = bias, 0
