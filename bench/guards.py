@@ -5,9 +5,10 @@ Prints median and p95 of the input-guard chain per turn over demo questions, XST
 prompts from our own test split, both chains in the same run so machine noise shows in both; the full suite's
 figures are also given for the demo questions and our rows apart (harmful_intent's review model runs only on
 turns that score high enough, so attack-heavy traffic costs more). "all run" makes every guard check every turn
-(the worst case); "as served" stops where the pipeline does, at the first verdict the policy acts on. Then the
-passage guards on each demo question's retrieved passages (needs the index: `bot index rebuild`), reading the
-index's stored passage vectors vs embedding every passage, on passages neither has seen.
+(the worst case); "as served" stops where the pipeline does, at the first verdict the policy acts on;
+conversation turns read the window of recent messages as well. Then the passage guards on each demo question's
+retrieved passages (needs the index: `bot index rebuild`), reading the index's stored passage vectors vs
+embedding every passage, on passages neither has seen.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def prompts(n: int) -> list[str]:
     return mixed[:n]
 
 
-async def chain_ms(pipeline: Any, text: str, served: bool = False) -> float:
+async def chain_ms(pipeline: Any, text: str, served: bool = False, earlier: tuple[Message, ...] = ()) -> float:
     """One turn through the input guards: every guard, or `served` as the pipeline runs them (it stops at the
     first verdict the policy acts on, so a refused jailbreak never pays for the harm classifier's review)."""
-    turn = Turn((Message("user", text),))
+    turn = Turn((*earlier, Message("user", text)))
     views: list[str] = []
     verdicts = []
     start = time.perf_counter()
@@ -123,6 +124,20 @@ def main() -> None:
         show(name, values)
 
     questions = texts[0::2]
+
+    async def run_conversations() -> list[float]:
+        """Turns 2-5 of conversations of five demo questions: the learned guards also read the window of recent
+        messages (the previous turn's window comes from the score cache)."""
+        out = []
+        for c in range(0, len(questions) - 4, 5):
+            earlier: tuple[Message, ...] = ()
+            for t, q in enumerate(questions[c : c + 5]):
+                ms = await chain_ms(full, q, served=True, earlier=earlier)
+                out += [ms] if t else []
+                earlier += (Message("user", q), Message("assistant", "Okay."))
+        return out
+
+    show("conversation turns 2-5, as served", asyncio.run(run_conversations()))
 
     async def run_passages() -> tuple[list[float], list[float]]:
         a, b = [], []

@@ -78,8 +78,9 @@ class IntentConfig(BaseModel):
 
 
 class _IntentGuard:
-    """Scores the newest message and the recent window; a window counts only when the newest message raises it,
-    so an attack split across turns is caught while an earlier refused message does not poison later ones."""
+    """Scores the newest message and the recent window; a window counts only when the newest message raises it above
+    the previous turn's window, so an attack split across turns is caught while an earlier refused message does not
+    poison later ones."""
 
     Config = IntentConfig
     head = "harmful"
@@ -120,11 +121,14 @@ class _IntentGuard:
     def _scores(self, turn: Turn) -> dict[str, Any]:
         self.warm()
         assert self._model is not None
-        users = [m.content for m in turn.messages if m.role == "user"][-self.config.window :] or [""]
+        said = [m.content for m in turn.messages if m.role == "user"] or [""]
+        users = said[-self.config.window :]
         if len(users) == 1:
             return {**self._model.scores(users)[0], "window": False, "text": users[0]}
         joined = "\n".join(users)
-        newest, window, before = self._model.scores([users[-1], joined, "\n".join(users[:-1])])
+        # "Before" is the window as the previous turn read it, so its scores are usually still cached.
+        previous = "\n".join(said[-self.config.window - 1 : -1])
+        newest, window, before = self._model.scores([users[-1], joined, previous])
         if window[self.head] > before[self.head] + self.config.margin:
             if window[self.head] > newest[self.head]:
                 return {**window, "window": True, "text": joined}
