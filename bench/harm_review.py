@@ -1,6 +1,6 @@
 """The harmful-intent guard with and without its review model, on our own test rows (never trained on).
 
-Run: .venv/bin/python bench/harm_review.py [--limit N]
+Run: .venv/bin/python bench/harm_review.py [--limit N] [--show] [--exclude GLOB]
 For each group of test rows (harmful and benign, English and Chinese, in-domain questions) prints the share the
 guard blocks with the review model on (the default) and off, and the guard's latency per turn (median and p95,
 sentence embedding included) for both, measured alternately in the same run on texts neither has seen.
@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "plugins/safety/data"
 
 
-def rows(limit: int) -> list[tuple[str, str]]:
-    """(group, text) for every test row of our example files."""
+def rows(limit: int, exclude: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(group, text) for every test row of our example files, but those whose name matches an `exclude` glob."""
     out: list[tuple[str, str]] = []
     for path in sorted(DATA.glob("*.jsonl")):
+        if any(path.match(pattern) for pattern in exclude):
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row.get("split") != "test" or row["label"] not in ("harmful", "benign"):
@@ -66,9 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=0, help="first N test rows only (0: all)")
     parser.add_argument("--show", action="store_true", help="print the rows the review model changes the verdict on")
+    parser.add_argument(
+        "--exclude", action="append", default=[], help="skip data files matching this glob (e.g. a new batch)"
+    )
     args = parser.parse_args()
     on, off = guard(True), guard(False)
-    texts = rows(args.limit)
+    texts = rows(args.limit, args.exclude)
     blocked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     total: dict[str, int] = defaultdict(int)
     ms: dict[str, list[float]] = {"review on": [], "review off": []}
