@@ -1,4 +1,5 @@
-"""Indexing throughput (full builds with the default MiniLM and with the distilled `static` embedder) and
+"""Indexing throughput (full builds with the default MiniLM, MiniLM with int8 weights, and the distilled `static`
+embedder) and
 re-indexing one changed document in a 10,000-chunk index.
 
 Usage: python bench/index_throughput.py [--full-chunks 600] [--index-chunks 10000] [--repeats 3]
@@ -88,6 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     real = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
     full_build(real, "real MiniLM (default)", args.full_chunks, args.repeats)
+    int8 = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize="int8"))
+    full_build(int8, "real MiniLM, quantize: int8", args.full_chunks, args.repeats)
     full_build(
         StaticEmbedder(StaticEmbedder.Config()), "static (distilled from MiniLM)", args.full_chunks, args.repeats
     )

@@ -1,6 +1,6 @@
 """Demo QA retrieval quality with the default embedder: vector-only and BM25-only baselines vs hybrid.
 
-Usage: python bench/retrieval.py [--embedder minilm|static]
+Usage: python bench/retrieval.py [--embedder minilm|static] [--quantize int8]
 (fusion was tuned on the train split with bench/retrieval_tune.py, with the default embedder)
 """
 
@@ -20,12 +20,13 @@ DEMO = Path(__file__).resolve().parent.parent / "knowledge" / "demo"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--embedder", default="minilm", help="embedder plugin (default: minilm)")
+    parser.add_argument("--quantize", default=None, help="minilm's quantize setting (none | int8)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp),
             responder="extractive",
-            embedder={"name": args.embedder},
+            embedder={"name": args.embedder, "config": {"quantize": args.quantize} if args.quantize else {}},
             knowledge={"source": DEMO / "articles"},
         )
         service = Service.start(settings, warm=False)

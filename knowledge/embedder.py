@@ -44,13 +44,13 @@ def model_cache() -> Path:
     return Path(os.environ.get("SERVICEBOT_MODEL_CACHE", Path.home() / ".cache" / "servicebot" / "models"))
 
 
-def _onnx_encoder(model_dir: Path, required: bool, tag: str = "") -> Any:
+def _onnx_encoder(model_dir: Path, required: bool, tag: str = "", quantize: str = "none") -> Any:
     """The ONNX Runtime encoder for a local model folder, or None (torch is used) when it is unavailable."""
     try:
         from knowledge.onnx_encoder import OnnxEncoder
 
         cache = model_cache()
-        return OnnxEncoder(model_dir, cache / "onnx" / tag if tag else cache / "onnx")
+        return OnnxEncoder(model_dir, cache / "onnx" / tag if tag else cache / "onnx", quantize=quantize)
     except Exception as exc:
         if required:
             raise PluginError(f"The ONNX backend could not be used for {model_dir}: {exc}") from exc
@@ -67,6 +67,9 @@ class SentenceTransformerEmbedder:
         device: str = "cpu"
         # onnx: ONNX Runtime, ~3x faster per query on CPU; torch: sentence-transformers. auto: onnx if installed.
         backend: Literal["auto", "onnx", "torch"] = "auto"
+        # int8: int8 weights and activations on ONNX Runtime, about twice as fast, vectors at cosine ~0.99 to
+        # float32's. A different embedder id, so an index built with the other setting is rebuilt in full.
+        quantize: Literal["none", "int8"] = "none"
 
     name = "minilm"
 
@@ -87,8 +90,17 @@ class SentenceTransformerEmbedder:
         self._cache: dict[str, list[float]] = {}
         self._onnx: Any = None
         if config.backend != "torch" and config.device == "cpu" and Path(path).is_dir():
-            self._onnx = _onnx_encoder(Path(path), required=config.backend == "onnx", tag=tag)
+            self._onnx = _onnx_encoder(
+                Path(path),
+                required=config.backend == "onnx" or config.quantize != "none",
+                tag=tag,
+                quantize=config.quantize,
+            )
         self.id = "all-MiniLM-L6-v2" if config.model == "default" else config.model + (f"@{tag}" if tag else "")
+        if config.quantize != "none":
+            if self._onnx is None:
+                raise PluginError(f"quantize: {config.quantize} needs the ONNX Runtime backend on the CPU.")
+            self.id += f"+{config.quantize}"
         self.dimension = int(self._model.get_embedding_dimension() or 0)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

@@ -1,7 +1,10 @@
 """A sentence encoder on ONNX Runtime: the same weights and mean pooling as sentence-transformers, about
 three times faster for one short query on a small CPU (bench/e2e.py shows the retrieval figure).
 
-The ONNX graph is exported once from the local model folder with torch.onnx and cached beside it.
+The ONNX graph is exported once from the local model folder with torch.onnx and cached beside it. With
+`quantize="int8"` its matrix multiplications get int8 weights (per output channel) and dynamically quantised int8
+activations, written once beside the float32 graph: about twice as fast on a CPU without AVX-512, with embeddings
+at cosine ~0.99 to the float32 ones.
 """
 
 from __future__ import annotations
@@ -38,10 +41,30 @@ def _export(model_dir: Path, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
     os.close(fd)
     try:
-        torch.onnx.export(_Hidden(), tuple(enc[n] for n in names), tmp, input_names=names,
-                          output_names=["hidden"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]})
+        torch.onnx.export(
+            _Hidden(),
+            tuple(enc[n] for n in names),
+            tmp,
+            input_names=names,
+            output_names=["hidden"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]},
+        )
         os.replace(tmp, target)  # atomic: a crash never leaves a half-written graph in the cache
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _quantize(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)  # atomic, as in _export
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -50,7 +73,9 @@ def _export(model_dir: Path, target: Path) -> None:
 class OnnxEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from an ONNX export of a BERT-style model."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path, max_length: int = 256, threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, cache_dir: Path, max_length: int = 256, threads: int = 0, quantize: str = "none"
+    ) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -58,6 +83,13 @@ class OnnxEncoder:
         graph = cache_dir / f"{model_dir.name}-{digest}.onnx"
         if not graph.is_file():
             _export(model_dir, graph)
+        if quantize == "int8":
+            int8 = graph.with_name(f"{graph.stem}-int8.onnx")
+            if not int8.is_file():
+                _quantize(graph, int8)
+            graph = int8
+        elif quantize != "none":
+            raise ValueError(f"quantize must be none or int8, not {quantize!r}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         # Idle ONNX threads must sleep, not spin: on a small CPU they would steal cycles from generation and
@@ -75,8 +107,9 @@ class OnnxEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         ordered = [texts[i] for i in order]
         for i in range(0, len(ordered), batch_size):
-            enc = self._tok(ordered[i : i + batch_size], return_tensors="np", padding=True, truncation=True,
-                            max_length=self._max)
+            enc = self._tok(
+                ordered[i : i + batch_size], return_tensors="np", padding=True, truncation=True, max_length=self._max
+            )
             feed = {k: enc[k].astype(np.int64) for k in self._inputs}
             hidden = self._session.run(None, feed)[0]
             mask = enc["attention_mask"][..., None].astype(np.float32)
