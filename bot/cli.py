@@ -56,13 +56,20 @@ def _progress(label: str) -> tuple[Any, Callable[[int, int], None]]:
 
 
 def _ensure_index(settings: Settings) -> None:
-    """Build the index on first start so the one-command setup serves straight away."""
+    """Build the index on first start so the one-command setup serves straight away, and rebuild it (in full,
+    by the embedder guard) when the configured embedder is not the one its vectors came from: a changed
+    `embedder` setting then serves at once instead of refusing every query."""
     from bot.service import Service
 
     service = Service.start(settings, warm=False)
-    if service.index.status().get("built"):
+    status = service.index.status()
+    wanted = getattr(service.pipeline.embedder, "id", None)
+    if status.get("built") and status.get("embedder") == wanted:
         return
-    bar, update = _progress("First start: indexing the knowledge base")
+    label = "First start: indexing the knowledge base"
+    if status.get("built"):
+        label = f"The embedder changed ({status.get('embedder')} -> {wanted}): indexing the knowledge base again"
+    bar, update = _progress(label)
     with bar:
         report = service.index.rebuild(settings.knowledge.source, update)
     print(f"Indexed {report.documents} documents as {report.chunks} chunks ({len(report.skipped)} skipped).")

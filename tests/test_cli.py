@@ -115,3 +115,23 @@ def test_console_script_is_installed_and_runs(config: Path) -> None:
         [str(bot), "index", "status", "--config", str(config)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "built: True" in done.stdout
+
+
+def test_prepare_reindexes_when_the_configured_embedder_changed(tmp_path: Path) -> None:
+    base = f"data_dir: {tmp_path / 'data'}\nresponder: extractive\nknowledge:\n  source: {DEMO / 'articles'}\n"
+    base += "guards:\n  input: [max_length]\n"
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(base + "embedder: {name: hashing, config: {dimension: 64}}\n")
+    second.write_text(base + "embedder: {name: hashing, config: {dimension: 128}}\n")
+    result = runner.invoke(app, ["prepare", "--config", str(first)])
+    assert result.exit_code == 0 and "First start" in result.output, result.output
+    again = runner.invoke(app, ["prepare", "--config", str(first)])
+    assert again.exit_code == 0 and "Indexed" not in again.output  # same embedder: served as it is
+    changed = runner.invoke(app, ["prepare", "--config", str(second)])
+    assert changed.exit_code == 0 and "The embedder changed (hashing-64 -> hashing-128)" in changed.output
+    status = json.loads(runner.invoke(app, ["index", "status", "--json", "--config", str(second)]).output)
+    assert status["embedder"] == "hashing-128" and status["dimension"] == 128
+    reply = json.loads(
+        runner.invoke(app, ["ask", "how long does a refund take", "--json", "--config", str(second)]).output
+    )
+    assert reply["sources"] and not reply["refused"]
