@@ -36,7 +36,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_index_status_shows_the_built_version(config: Path) -> None:
     result = runner.invoke(app, ["index", "status", "--json", "--config", str(config)])
     status = json.loads(result.output)
-    assert status["built"] and status["chunks"] > 40 and status["embedder"] == "all-MiniLM-L6-v2"
+    assert status["built"] and status["chunks"] > 40 and status["embedder"] == "all-MiniLM-L6-v2+int8"
 
 
 def test_ask_json_follows_the_contract_and_cites_the_article(config: Path) -> None:

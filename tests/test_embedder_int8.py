@@ -1,5 +1,6 @@
-"""MiniLM with `quantize: int8`: an int8 ONNX graph written once beside the float32 one, vectors close to float32's,
-its own embedder id (so an index built with the other setting is rebuilt in full), and a real index served with it."""
+"""MiniLM with `quantize: int8` (the default): an int8 ONNX graph written once beside the float32 one, vectors
+close to float32's, its own embedder id (so an index built with the other setting is rebuilt in full), and a real
+index served with it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import pytest
 
 from bot.config import Settings
-from bot.errors import PluginError
 from bot.service import Service
 from knowledge.embedder import SentenceTransformerEmbedder
 from tests.conftest import DEMO
@@ -32,8 +32,8 @@ def embedders(cache: Path) -> tuple[SentenceTransformerEmbedder, SentenceTransfo
     mp = pytest.MonkeyPatch()
     mp.setenv("SERVICEBOT_MODEL_CACHE", str(cache))
     try:
-        full = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(backend="onnx"))
-        int8 = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize="int8"))
+        full = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize="none"))
+        int8 = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())  # int8 is the default
         return full, int8
     finally:
         mp.undo()
@@ -68,14 +68,18 @@ def test_the_int8_graph_is_written_once_and_has_its_own_embedder_id(
     assert quantized.stat().st_size < 0.5 * source.stat().st_size  # int8 weights: about a quarter of the bytes
     stamp = quantized.stat().st_mtime_ns
     monkeypatch.setenv("SERVICEBOT_MODEL_CACHE", str(cache))
-    again = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize="int8"))
+    again = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
     assert quantized.stat().st_mtime_ns == stamp  # read back, not written again
     assert again.embed_documents(TEXTS) == int8.embed_documents(TEXTS)
 
 
-def test_int8_needs_the_onnx_backend() -> None:
-    with pytest.raises(PluginError, match="ONNX Runtime"):
-        SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize="int8", backend="torch"))
+def test_the_torch_backend_runs_float32_and_says_so(
+    embedders: tuple[SentenceTransformerEmbedder, SentenceTransformerEmbedder],
+) -> None:
+    torch = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(backend="torch"))
+    assert torch.id == "all-MiniLM-L6-v2"  # the float32 id: its vectors are float32's, not int8's
+    a, b = np.array(torch.embed_documents(TEXTS)), np.array(embedders[0].embed_documents(TEXTS))
+    assert np.allclose(a, b, atol=1e-4)
 
 
 def test_an_index_built_in_float32_is_rebuilt_in_full_for_int8_and_answers(tmp_path: Path) -> None:

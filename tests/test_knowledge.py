@@ -71,7 +71,7 @@ async def test_rebuild_then_search_finds_the_right_document(tmp_path: Path, serv
     report = service.index.rebuild(make_kb(tmp_path / "kb"))
     assert report.documents == 2 and report.chunks == 4 and len(report.skipped) == 3
     status = service.index.status()
-    assert status["built"] and status["chunks"] == 4 and status["embedder"] == "all-MiniLM-L6-v2"
+    assert status["built"] and status["chunks"] == 4 and status["embedder"] == "all-MiniLM-L6-v2+int8"
     passages = await service.pipeline.retriever.search("how much is delivery", k=2)
     assert passages[0].doc_id == "ship" and passages[0].title == "Shipping costs" and passages[0].score > 0.2
 

@@ -90,10 +90,11 @@ async def test_the_injection_guard_reads_a_passages_stored_vector_when_its_embed
     clean = Passage("r#1", text, 0.8, doc_id="refund-timing", vector=own, embedder=embedder.id)
     kept, verdict = await guard.check_passages(TURN, [clean])
     assert kept == [clean] and verdict.score == 0.0
-    # Same scores as embedding the text here, to float precision.
+    # Same scores as embedding the text here. Not to float precision: int8 activations are scaled per batch, so a
+    # text embedded beside another (as the index does) gets a vector a hair away from the one it gets alone.
     fresh = guard._model._score([text])[0]
     stored = guard._model._score([text], {text: own})[0]
-    assert stored["jailbreak"] == pytest.approx(fresh["jailbreak"], abs=1e-4)
+    assert stored["jailbreak"] == pytest.approx(fresh["jailbreak"], abs=1e-3)
     # The stored vector is what is read: a vector of other text moves the score; another model's vector is ignored.
     swapped = guard._model._score([text], {text: other})[0]
     assert swapped["jailbreak"] > fresh["jailbreak"] + 0.05

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -252,14 +253,22 @@ def own_data_hash(embedder_id: str) -> str:
     return h.hexdigest()[:16]
 
 
+def shipped_files(embedder_id: str, folder: Path = SHIPPED) -> tuple[Path, Path]:
+    """The card and weights of the shipped classifier for one embedder: each embedder setting (e.g. MiniLM in
+    float32 and in int8) has its own, since the heads read that embedder's vectors."""
+    slug = re.sub(r"[^A-Za-z0-9.+-]", "_", embedder_id)
+    return folder / f"intent-{slug}.json", folder / f"intent-{slug}.npz"
+
+
 def export(model: IntentClassifier, embedder_id: str, examples: int, folder: Path = SHIPPED) -> Path:
-    """Write `model` as the shipped classifier: its stacked weights (float32, rows that are all zero left out)
-    and a card saying what it was trained on."""
+    """Write `model` as the shipped classifier for `embedder_id`: its stacked weights (float32, rows that are all
+    zero left out) and a card saying what it was trained on."""
     heads, weights, bias, classes = model._stacked()
     rows = np.flatnonzero(np.any(weights != 0, axis=1)).astype(np.int32)
     folder.mkdir(parents=True, exist_ok=True)
+    card_file, weights_file = shipped_files(embedder_id, folder)
     np.savez_compressed(
-        folder / "intent.npz",
+        weights_file,
         rows=rows,
         weights=weights[rows].astype(np.float32),
         bias=bias,
@@ -275,22 +284,23 @@ def export(model: IntentClassifier, embedder_id: str, examples: int, folder: Pat
         "examples": examples,
         "public": model.public,
     }
-    (folder / "intent.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    card_file.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return folder
 
 
 def shipped(key: str, embedder_id: str, any_public: bool, folder: Path = SHIPPED) -> IntentClassifier | None:
     """The shipped classifier if it was trained on exactly this data (`key`), or, with `any_public` (the public
     sets are not here), on our current example files with the public sets; else None."""
+    card_file, weights_file = shipped_files(embedder_id, folder)
     try:
-        card = json.loads((folder / "intent.json").read_text(encoding="utf-8"))
+        card = json.loads(card_file.read_text(encoding="utf-8"))
         if card["embedder"] != embedder_id or card["version"] != VERSION:
             return None
         if card["data_hash"] != key and not (
             any_public and card["public"] and card["own_data"] == own_data_hash(embedder_id)
         ):
             return None
-        with np.load(folder / "intent.npz") as z:
+        with np.load(weights_file) as z:
             weights = np.zeros((int(z["size"][0]), len(z["bias"])), dtype=np.float64)
             weights[z["rows"]] = z["weights"]
             bias = np.asarray(z["bias"], dtype=np.float64)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.errors import ServicebotError
 
 LEARNED = ("harmful_intent", "jailbreak")
@@ -64,6 +64,9 @@ guards_app = typer.Typer(help="The learned guards' classifier.", no_args_is_help
 @guards_app.command("export")
 def export_guards(
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the shipped one in the package).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Train for this config's MiniLM setting (e.g. quantize).")
+    ] = None,
     with_review: Annotated[
         bool,
         typer.Option(
@@ -72,7 +75,8 @@ def export_guards(
     ] = False,
 ) -> None:
     """Train (or take from the cache) the intent classifier on our examples, the demo questions and the public
-    tune/ sets, with the default embedder, and write it as the shipped classifier; with --review, fine-tune
+    tune/ sets, with the default MiniLM (or the config's MiniLM setting), and write it as the shipped classifier
+    for that embedder; with --review, fine-tune
     and write the harmful-intent review model on the same data too."""
     from bot.config import PluginSpec
     from bot.registry import PluginContext, build
@@ -85,9 +89,10 @@ def export_guards(
         data = safety_data_dir()
         if data is None:
             raise ServicebotError("No public safety data found: set SERVICEBOT_SAFETY_DATA to the data/safety folder.")
-        settings = Settings()
+        settings = load_settings(config) if config else Settings()
         qa = Path(settings.knowledge.source).parent / "qa.jsonl"
-        embedder = build("embedder", PluginSpec(name="minilm"), PluginContext(settings))
+        spec = settings.embedder if settings.embedder.name == "minilm" else PluginSpec(name="minilm")
+        embedder = build("embedder", spec, PluginContext(settings))
 
         def embed(texts: Any) -> Any:
             import numpy as np
