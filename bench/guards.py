@@ -1,13 +1,13 @@
 """Guard-chain latency per turn, LLM excluded: the full default suite vs the two foundation guards (baseline).
 
 Run: .venv/bin/python bench/guards.py [--turns 200]
-Prints median and p95 of the input-guard chain per turn over demo questions, XSTest-style benign and attack
-prompts from our own test split, both chains in the same run so machine noise shows in both; the full suite's
-figures are also given for the demo questions and our rows apart (harmful_intent's review model runs only on
-turns that score high enough, so attack-heavy traffic costs more). "all run" makes every guard check every turn
-(the worst case); "as served" stops where the pipeline does, at the first verdict the policy acts on;
-conversation turns read the window of recent messages as well. Then the passage guards on each demo question's
-retrieved passages (needs the index: `bot index rebuild`), reading the index's stored passage vectors vs
+Prints median and p95 of the input-guard chain per turn (and each guard's own median) over demo questions,
+XSTest-style benign and attack prompts from our own test split, both chains in the same run so machine noise
+shows in both; the full suite's figures are also given for the demo questions and our rows apart (harmful_intent's
+review model runs only on turns that score high enough, so attack-heavy traffic costs more). "all run" makes every
+guard check every turn (the worst case); "as served" stops where the pipeline does, at the first verdict the policy
+acts on; conversation turns read the window of recent messages as well. Then the passage guards on each demo
+question's retrieved passages (needs the index: `bot index rebuild`), reading the index's stored passage vectors vs
 embedding every passage, on passages neither has seen.
 """
 
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,9 @@ from bot.contracts import Message, Turn
 from bot.errors import ServicebotError
 from bot.pipeline import _check_views
 from bot.service import build_pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_common import percentiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,15 +47,25 @@ def prompts(n: int) -> list[str]:
     return mixed[:n]
 
 
-async def chain_ms(pipeline: Any, text: str, served: bool = False, earlier: tuple[Message, ...] = ()) -> float:
+async def chain_ms(
+    pipeline: Any,
+    text: str,
+    served: bool = False,
+    earlier: tuple[Message, ...] = (),
+    per_guard: dict[str, list[float]] | None = None,
+) -> float:
     """One turn through the input guards: every guard, or `served` as the pipeline runs them (it stops at the
-    first verdict the policy acts on, so a refused jailbreak never pays for the harm classifier's review)."""
+    first verdict the policy acts on, so a refused jailbreak never pays for the harm classifier's review).
+    `per_guard` collects each guard's own time."""
     turn = Turn((*earlier, Message("user", text)))
     views: list[str] = []
     verdicts = []
     start = time.perf_counter()
     for guard in pipeline.input_guards:
+        began = time.perf_counter()
         verdict = await _check_views(guard, turn, views, 5.0)
+        if per_guard is not None:
+            per_guard.setdefault(guard.name, []).append((time.perf_counter() - began) * 1000)
         verdicts.append(verdict)
         views += list(verdict.views)
         if verdict.rewrite is not None:
@@ -74,11 +88,7 @@ async def passages_ms(pipeline: Any, question: str, tag: str, stored: bool) -> f
 
 
 def show(name: str, values: list[float]) -> None:
-    values = sorted(values)
-    print(
-        f"{name:<38} turns {len(values)}  p50 {statistics.median(values):6.2f} ms  "
-        f"p95 {values[int(0.95 * (len(values) - 1))]:6.2f} ms"
-    )
+    print(f"{name:<38} {percentiles(values)}")
 
 
 def main() -> None:
@@ -101,10 +111,12 @@ def main() -> None:
     base = build_pipeline(base_settings)
     texts = prompts(args.turns)
 
+    per_guard: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
+
     async def run() -> tuple[list[float], list[float], list[float]]:
         a, b, c = [], [], []
         for i, t in enumerate(texts):
-            a.append(await chain_ms(full, f"{t} ({i})"))  # a fresh text each time: no cache hits
+            a.append(await chain_ms(full, f"{t} ({i})", per_guard=per_guard[i % 2]))  # fresh text: no cache hits
             b.append(await chain_ms(full, f"{t} [{i}]", served=True))
             c.append(await chain_ms(base, f"{t} ({i})"))
         return a, b, c
@@ -122,6 +134,12 @@ def main() -> None:
     ]
     for name, values in rows:
         show(name, values)
+    for which, times in zip(("demo questions", "our safety examples"), per_guard, strict=True):
+        print(
+            f"  per guard, {which} (all run): "
+            + ", ".join(f"{g} {statistics.median(v):.2f}" for g, v in times.items())
+            + " ms (p50)"
+        )
 
     questions = texts[0::2]
 
