@@ -57,15 +57,26 @@ def _export(model_dir: Path, target: Path) -> None:
             os.remove(tmp)
 
 
+class _NoPreprocessingAdvice(logging.Filter):
+    """Drops the quantiser's advice to pre-process the graph first (printed on the root logger, once per start
+    that quantises): the int8 graph is written once, and users cannot act on it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
     os.close(fd)
+    quiet = _NoPreprocessingAdvice()
+    logging.getLogger().addFilter(quiet)
     try:
         quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, target)  # atomic, as in _export
     finally:
+        logging.getLogger().removeFilter(quiet)
         if os.path.exists(tmp):
             os.remove(tmp)
 

@@ -4,6 +4,7 @@ index served with it."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,19 @@ def test_an_index_built_in_float32_is_rebuilt_in_full_for_int8_and_answers(tmp_p
     assert service.index.status()["embedder"] == "all-MiniLM-L6-v2+int8"
     reply = service.ask("how do I reset my password")
     assert reply.sources and "password" in (reply.sources[0].text + reply.answer).lower()
+
+
+def test_quantising_prints_no_advice_users_cannot_act_on(
+    embedders: tuple[SentenceTransformerEmbedder, SentenceTransformerEmbedder],
+    cache: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from knowledge.onnx_encoder import _quantize
+
+    source = next(p for p in (cache / "onnx").glob("*.onnx") if not p.name.endswith("-int8.onnx"))
+    with caplog.at_level(logging.INFO):
+        _quantize(source, tmp_path / "again-int8.onnx")
+    assert (tmp_path / "again-int8.onnx").stat().st_size > 1_000_000
+    assert "pre-processing" not in caplog.text
+    assert not logging.getLogger().filters  # the filter is gone afterwards
