@@ -10,6 +10,7 @@ at cosine ~0.99 to the float32 ones.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
