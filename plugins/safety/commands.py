@@ -75,9 +75,9 @@ def export_guards(
     ] = False,
 ) -> None:
     """Train (or take from the cache) the intent classifier on our examples, the demo questions and the public
-    tune/ sets, with the default MiniLM (or the config's MiniLM setting), and write it as the shipped classifier
-    for that embedder; with --review, fine-tune
-    and write the harmful-intent review model on the same data too."""
+    tune/ sets, and write it as the shipped classifier: one per MiniLM setting (int8, the default, and float32),
+    or only the config's with --config. With --review, fine-tune and write the harmful-intent review model on the
+    same data too (it does not depend on the embedder)."""
     from bot.config import PluginSpec
     from bot.registry import PluginContext, build
     from plugins.guards.intent import safety_data_dir
@@ -91,18 +91,23 @@ def export_guards(
             raise ServicebotError("No public safety data found: set SERVICEBOT_SAFETY_DATA to the data/safety folder.")
         settings = load_settings(config) if config else Settings()
         qa = Path(settings.knowledge.source).parent / "qa.jsonl"
-        spec = settings.embedder if settings.embedder.name == "minilm" else PluginSpec(name="minilm")
-        embedder = build("embedder", spec, PluginContext(settings))
-
-        def embed(texts: Any) -> Any:
-            import numpy as np
-
-            return np.array(embedder.embed_documents(list(texts)))
-
-        model = classifier.load(data, qa, cache_root().parent / "guards", embed, embedder.id, ship=None)
+        if config is None:
+            specs = [PluginSpec(name="minilm"), PluginSpec(name="minilm", config={"quantize": "none"})]
+        else:
+            specs = [settings.embedder if settings.embedder.name == "minilm" else PluginSpec(name="minilm")]
         dataset = build_dataset(data, qa)
-        folder = classifier.export(model, embedder.id, len(dataset), out or classifier.SHIPPED)
-        print(f"wrote {folder}: data {model.data_hash}, {len(dataset)} examples, embedder {embedder.id}")
+        folder = out or classifier.SHIPPED
+        for spec in specs:
+            embedder = build("embedder", spec, PluginContext(settings))
+
+            def embed(texts: Any, embedder: Any = embedder) -> Any:
+                import numpy as np
+
+                return np.array(embedder.embed_documents(list(texts)))
+
+            model = classifier.load(data, qa, cache_root().parent / "guards", embed, embedder.id, ship=None)
+            classifier.export(model, embedder.id, len(dataset), folder)
+            print(f"wrote {folder}: data {model.data_hash}, {len(dataset)} examples, embedder {embedder.id}")
         if with_review:
             from plugins.safety import review
 
