@@ -1,6 +1,6 @@
 """Guard-chain latency per turn, LLM excluded: the full default suite vs the two foundation guards (baseline).
 
-Run: .venv/bin/python bench/guards.py [--turns 200]
+Run: .venv/bin/python bench/guards.py [--turns 200] [--against-quantize none]
 Prints median and p95 of the input-guard chain per turn (and each guard's own median) over demo questions,
 XSTest-style benign and attack prompts from our own test split, both chains in the same run so machine noise
 shows in both; the full suite's figures are also given for the demo questions and our rows apart (harmful_intent's
@@ -94,6 +94,13 @@ def show(name: str, values: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument(
+        "--against-quantize",
+        choices=["none", "int8"],
+        default=None,
+        help="also run the full suite with MiniLM in this setting (none: float32), every turn, interleaved with the "
+        "defaults' in the same process, so the two compare under the same machine load",
+    )
     args = parser.parse_args()
     settings = load_settings()
     settings = settings.model_copy(update={"responder": PluginSpec(name="extractive")})
@@ -113,10 +120,21 @@ def main() -> None:
 
     per_guard: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
 
+    other = None
+    if args.against_quantize is not None:
+        embedder = PluginSpec(name="minilm", config={"quantize": args.against_quantize})
+        other = build_pipeline(settings.model_copy(update={"embedder": embedder}))
+        for g in other.input_guards:
+            if hasattr(g, "warm"):
+                g.warm()
+    other_ms: list[float] = []
+
     async def run() -> tuple[list[float], list[float], list[float]]:
         a, b, c = [], [], []
         for i, t in enumerate(texts):
             a.append(await chain_ms(full, f"{t} ({i})", per_guard=per_guard[i % 2]))  # fresh text: no cache hits
+            if other is not None:
+                other_ms.append(await chain_ms(other, f"{t} ({i})"))
             b.append(await chain_ms(full, f"{t} [{i}]", served=True))
             c.append(await chain_ms(base, f"{t} ({i})"))
         return a, b, c
@@ -132,6 +150,12 @@ def main() -> None:
         ("  of which our safety examples", served_ms[1::2]),
         ("baseline (2 pattern guards)", base_ms),
     ]
+    if other is not None:
+        rows += [
+            (f"MiniLM quantize: {args.against_quantize}, all run", other_ms),
+            ("  of which demo questions", other_ms[0::2]),
+            ("  of which our safety examples", other_ms[1::2]),
+        ]
     for name, values in rows:
         show(name, values)
     for which, times in zip(("demo questions", "our safety examples"), per_guard, strict=True):
