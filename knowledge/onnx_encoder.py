@@ -13,11 +13,27 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[str]:
+    """A temporary file beside `target`, renamed onto it in one step when the block succeeds and removed otherwise:
+    a crash or a concurrent writer never leaves a half-written graph in the cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _export(model_dir: Path, target: Path) -> None:
@@ -38,10 +54,7 @@ def _export(model_dir: Path, target: Path) -> None:
 
     enc = tok(["an example sentence"], return_tensors="pt")
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
+    with _replacing(target) as tmp:
         torch.onnx.export(
             _Hidden(),
             tuple(enc[n] for n in names),
@@ -52,10 +65,6 @@ def _export(model_dir: Path, target: Path) -> None:
             dynamo=False,
             dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]},
         )
-        os.replace(tmp, target)  # atomic: a crash never leaves a half-written graph in the cache
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class _NoPreprocessingAdvice(logging.Filter):
@@ -69,17 +78,13 @@ class _NoPreprocessingAdvice(logging.Filter):
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
-    os.close(fd)
     quiet = _NoPreprocessingAdvice()
     logging.getLogger().addFilter(quiet)
     try:
-        quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, target)  # atomic, as in _export
+        with _replacing(target) as tmp:
+            quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         logging.getLogger().removeFilter(quiet)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class OnnxEncoder:
