@@ -63,11 +63,11 @@ def _ensure_index(settings: Settings) -> None:
 
     service = Service.start(settings, warm=False)
     status = service.index.status()
-    wanted = getattr(service.pipeline.embedder, "id", None)
-    if status.get("built") and status.get("embedder") == wanted:
+    if status.get("built") and status.get("embedder_fits", True):
         return
     label = "First start: indexing the knowledge base"
     if status.get("built"):
+        wanted = getattr(service.pipeline.embedder, "id", "?")
         label = f"The embedder changed ({status.get('embedder')} -> {wanted}): indexing the knowledge base again"
     bar, update = _progress(label)
     with bar:

@@ -45,7 +45,7 @@ class IndexView:
         self.version = version
         self.manifest = versions.load(version)
         m = self.manifest
-        if m.embedder != segments.embedder.id or m.dimension != segments.embedder.dimension:
+        if not m.fits(segments.embedder):
             raise ServicebotError(
                 f"The index was built with embedder '{m.embedder}' ({m.dimension} dimensions) but "
                 f"'{segments.embedder.id}' ({segments.embedder.dimension} dimensions) is configured: "

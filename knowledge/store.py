@@ -122,6 +122,7 @@ class KnowledgeStore:
             "segments": len(m.segments),
             "embedder": m.embedder,
             "dimension": m.dimension,
+            "embedder_fits": m.fits(self.embedder),  # false: the configured embedder cannot query it until a rebuild
             "built_at": m.built_at,
             "sources": m.sources,
             "skipped": len(m.skipped),

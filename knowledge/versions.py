@@ -47,6 +47,10 @@ class Manifest:
         """Live chunks in this version."""
         return sum(len(d.chunks) for d in self.docs.values())
 
+    def fits(self, embedder: Any) -> bool:
+        """Whether `embedder` made this version's vectors (same id and dimension), so it can query them."""
+        return bool(self.embedder == embedder.id and self.dimension == embedder.dimension)
+
     def live(self) -> dict[str, str]:
         """Live chunk id -> the segment holding its current text and vector."""
         return {cid: d.segment for d in self.docs.values() for cid in d.chunks}

@@ -127,10 +127,12 @@ def test_prepare_reindexes_when_the_configured_embedder_changed(tmp_path: Path) 
     assert result.exit_code == 0 and "First start" in result.output, result.output
     again = runner.invoke(app, ["prepare", "--config", str(first)])
     assert again.exit_code == 0 and "Indexed" not in again.output  # same embedder: served as it is
+    before = json.loads(runner.invoke(app, ["index", "status", "--json", "--config", str(second)]).output)
+    assert before["embedder"] == "hashing-64" and before["embedder_fits"] is False
     changed = runner.invoke(app, ["prepare", "--config", str(second)])
     assert changed.exit_code == 0 and "The embedder changed (hashing-64 -> hashing-128)" in changed.output
     status = json.loads(runner.invoke(app, ["index", "status", "--json", "--config", str(second)]).output)
-    assert status["embedder"] == "hashing-128" and status["dimension"] == 128
+    assert status["embedder"] == "hashing-128" and status["dimension"] == 128 and status["embedder_fits"]
     reply = json.loads(
         runner.invoke(app, ["ask", "how long does a refund take", "--json", "--config", str(second)]).output
     )
