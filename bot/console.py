@@ -156,6 +156,7 @@ def build_console(state: AppState) -> fastapi.APIRouter:
     @router.get("/plugins")
     async def plugins(request: fastapi.Request) -> fastapi.Response:
         session, _ = await operator(request)
+        service.maybe_reload()
         s = service.settings
         policy = (
             f"<p>refuse_threshold {s.policy.refuse_threshold}, helpfulness_weight {s.policy.helpfulness_weight}</p>"
@@ -194,19 +195,22 @@ def build_console(state: AppState) -> fastapi.APIRouter:
         )
 
     async def apply(session: ConsoleSession, new: Settings, what: str) -> RedirectResponse:
+        actor = f"console:{session.user}"
+        before = service.settings
         try:
-            changed = service.apply(new, actor=f"console:{session.user}")
+            changed = service.apply(new, actor=actor)
         except ServicebotError as exc:
-            await state.db(records.audit, f"console:{session.user}", "rejected", {"error": str(exc), "edit": what})
+            await state.db(records.audit, actor, "rejected", {"error": str(exc), "edit": what})
             return done("/console/plugins", ("error", str(exc)))
-        return done(
-            "/console/plugins",
-            ("ok", f"{what}: applied ({', '.join(changed)})." if changed else f"{what}: nothing changed."),
-        )
+        if not changed:
+            return done("/console/plugins", ("ok", f"{what}: nothing changed."))
+        saved = service.save(before, changed, actor)
+        return done("/console/plugins", ("ok", f"{what}: applied ({', '.join(changed)}). {saved}"))
 
     @router.post("/plugins/{action}")
     async def edit(action: str, request: fastapi.Request) -> fastapi.Response:
         session, fields = await operator(request)
+        service.maybe_reload()  # edit what the config file says now
         s = service.settings
         if action in ("disable", "up"):
             stage, name = fields.get("stage", ""), fields.get("name", "")
@@ -249,10 +253,12 @@ def build_console(state: AppState) -> fastapi.APIRouter:
     @router.post("/adapter")
     async def adapter(request: fastapi.Request) -> fastapi.Response:
         session, fields = await operator(request)
+        actor, before = f"console:{session.user}", service.settings
         try:
-            service.use_adapter(fields.get("name") or None, actor=f"console:{session.user}")
+            service.use_adapter(fields.get("name") or None, actor=actor)
         except ServicebotError as exc:
             return done("/console/plugins", ("error", str(exc)))
-        return done("/console/plugins", ("ok", f"Adapter: {fields.get('name') or 'base model'}."))
+        saved = service.save(before, ["responder"], actor) if service.settings != before else ""
+        return done("/console/plugins", ("ok", f"Adapter: {fields.get('name') or 'base model'}. {saved}"))
 
     return router

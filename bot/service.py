@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.admission import Admission
 from bot.config import PluginSpec, Settings, load_settings
+from bot.config_file import save_sections
 from bot.contracts import (
     Adaptable,
     Indexed,
@@ -186,6 +187,37 @@ class Service:
             )
         log.warning("applied new settings from %s: %s", actor, ", ".join(changed))
         return changed
+
+    def save(self, before: Settings, sections: Sequence[str], actor: str) -> str:
+        """Write a live change (from `before` to the current settings) into the config file, so it survives a
+        restart and reaches every instance reading that file. Returns one sentence for the operator.
+
+        Only the changed keys of `sections` are rewritten; the file's comments and everything else stay. A file
+        that changed on disk since it was read is left alone (it is applied at the next turn, as always).
+        """
+        if not sections:
+            return ""
+        path = self.config_path
+        if path is None:
+            return (
+                "Not saved: this server runs on the built-in config, so the change lasts until it restarts "
+                "(start it with --config FILE to keep changes)."
+            )
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError as exc:
+            return f"Not saved: config file {path} cannot be read ({exc.strerror or exc})."
+        if stamp != self._stamp:
+            return f"Not saved: {path} changed on disk meanwhile; what it says now applies at the next turn."
+        try:
+            save_sections(path, before, self.settings, sections)
+            self._stamp = path.stat().st_mtime_ns
+        except (ServicebotError, OSError) as exc:
+            log.error("live change not saved: %s", exc)
+            return f"Not saved: {exc}"
+        if self.records:
+            self.records.audit(actor, "saved", {"file": str(path), "sections": list(sections)})
+        return f"Saved to {path}."
 
     def maybe_reload(self) -> None:
         """Re-read the config file if it changed; an invalid file is audited and ignored."""
