@@ -129,8 +129,12 @@ def build_api(state: AppState) -> fastapi.APIRouter:
         return JSONResponse({"status": "ok", "index": version})
 
     @router.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        """Counters and latency histograms in the Prometheus text format."""
+    def metrics(request: fastapi.Request) -> PlainTextResponse:
+        """Counters and latency histograms in the Prometheus text format (behind SERVICEBOT_METRICS_TOKEN when set)."""
+        if not state.secrets.metrics_ok(request.headers.get("authorization")):
+            raise ApiError(
+                401, "Missing or wrong metrics token: send 'Authorization: Bearer <token>'.", "invalid_token"
+            )
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @router.get("/v1/models", tags=["api"], dependencies=[fastapi.Depends(authorize)])

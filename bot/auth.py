@@ -10,11 +10,19 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 COOKIE = "servicebot_console"
 SESSION_HOURS = 12
+
+
+def _bearer_in(authorization: str | None, tokens: Iterable[str]) -> bool:
+    """Whether an `Authorization: Bearer <token>` header carries one of `tokens` (compared in constant time)."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return False
+    given = authorization[7:].strip().encode()
+    return any(hmac.compare_digest(given, token.encode()) for token in tokens)
 
 
 @dataclass(frozen=True)
@@ -27,12 +35,15 @@ class Secrets:
         ops_password: the ops console's (SERVICEBOT_OPS_PASSWORD; defaults to the console password).
         session_secret: signs console sessions (SERVICEBOT_SESSION_SECRET; random per process when unset, so set
             it when several instances share a load balancer).
+        metrics_token: when set (SERVICEBOT_METRICS_TOKEN), /metrics asks for `Authorization: Bearer <token>`;
+            unset, /metrics is open, as Prometheus scrapers expect on a private network.
     """
 
     api_keys: frozenset[str] = frozenset()
     console_password: str = ""
     ops_password: str = ""
     session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    metrics_token: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
@@ -46,14 +57,16 @@ class Secrets:
             console_password=console,
             ops_password=env.get("SERVICEBOT_OPS_PASSWORD", "") or console,
             session_secret=secret.encode() if secret else secrets.token_bytes(32),
+            metrics_token=env.get("SERVICEBOT_METRICS_TOKEN", "").strip(),
         )
 
     def api_key_ok(self, authorization: str | None) -> bool:
         """Whether an `Authorization: Bearer <key>` header carries one of the API keys."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return False
-        given = authorization[7:].strip().encode()
-        return any(hmac.compare_digest(given, key.encode()) for key in self.api_keys)
+        return _bearer_in(authorization, self.api_keys)
+
+    def metrics_ok(self, authorization: str | None) -> bool:
+        """Whether /metrics may be read: no metrics token is set, or the header carries it."""
+        return not self.metrics_token or _bearer_in(authorization, [self.metrics_token])
 
     def roles_for(self, password: str) -> list[str]:
         """The console roles a password opens ('operator', 'ops'); empty when it opens none."""

@@ -282,3 +282,17 @@ def test_openapi_schema_is_published_with_the_api_routes(web_url: str) -> None:
     schema = httpx.get(f"{web_url}/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/models", "/healthz", "/metrics"} <= set(schema["paths"])
     assert not any(p.startswith(("/console", "/ops", "/gradio")) for p in schema["paths"])
+
+
+def test_a_metrics_token_closes_metrics_to_everyone_without_it(
+    web_service: Service, serve: Callable[..., AbstractContextManager[str]]
+) -> None:
+    env = {"SERVICEBOT_API_KEYS": API_KEY, "SERVICEBOT_METRICS_TOKEN": "scrape-me"}
+    with serve(web_service, Secrets.from_env(env)) as url:
+        missing = httpx.get(f"{url}/metrics")
+        assert missing.status_code == 401 and "metrics token" in missing.json()["error"]["message"]
+        wrong = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert wrong.status_code == 401  # an API key is not the metrics token
+        scraped = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert scraped.status_code == 200 and "servicebot_turns_total" in scraped.text
+        assert httpx.get(f"{url}/healthz").status_code == 200  # liveness stays open for load balancers
