@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.admission import Admission
-from bot.config import PluginSpec, Settings, load_settings
+from bot.config import DEFAULT_CONFIG, PluginSpec, Settings, load_settings
 from bot.config_file import save_sections
 from bot.contracts import (
     Adaptable,
@@ -198,7 +198,7 @@ class Service:
         if not sections:
             return ""
         path = self.config_path
-        if path is None:
+        if path is None or path.resolve() == DEFAULT_CONFIG.resolve():  # never edit the packaged defaults
             return (
                 "Not saved: this server runs on the built-in config, so the change lasts until it restarts "
                 "(start it with --config FILE to keep changes)."

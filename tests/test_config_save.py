@@ -136,6 +136,12 @@ def test_without_a_config_file_or_when_it_is_gone_the_change_stays_live_and_the_
     )
     assert "runs on the built-in config" in built_in.save(before, ["policy"], "t")
     assert built_in.settings.policy.refuse_threshold == 0.9
+    packaged = DEFAULT_CONFIG.read_bytes()  # `bot serve` without --config reloads the packaged file: never edited
+    defaults = Service.start(load_settings(path), warm=False, config_path=DEFAULT_CONFIG)
+    before = defaults.settings
+    defaults.settings = before.model_copy(update={"policy": before.policy.model_copy(update={"refuse_threshold": 0.9})})
+    assert "runs on the built-in config" in defaults.save(before, ["policy"], "t")
+    assert DEFAULT_CONFIG.read_bytes() == packaged
 
     service = Service.start(load_settings(path), warm=False, config_path=path)
     before = service.settings
