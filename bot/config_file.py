@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.files import replacing
 
 
 def _changed(node: Any, old: Any, new: Any) -> Any:
@@ -103,18 +103,10 @@ def save_sections(path: Path, before: Settings, after: Settings, sections: Itera
     yaml.dump(doc, out)
     try:
         mode = path.stat().st_mode & 0o777
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} cannot be written: {exc.strerror or exc}.") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(out.getvalue())
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            os.chmod(tmp, mode)
     except OSError as exc:
         raise ConfigError(f"Config file {path} cannot be written: {exc.strerror or exc}.") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -12,28 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-@contextmanager
-def _replacing(target: Path) -> Iterator[str]:
-    """A temporary file beside `target`, renamed onto it in one step when the block succeeds and removed otherwise:
-    a crash or a concurrent writer never leaves a half-written graph in the cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from bot.files import replacing
 
 
 def _export(model_dir: Path, target: Path) -> None:
@@ -54,7 +39,7 @@ def _export(model_dir: Path, target: Path) -> None:
 
     enc = tok(["an example sentence"], return_tensors="pt")
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    with _replacing(target) as tmp:
+    with replacing(target) as tmp:
         torch.onnx.export(
             _Hidden(),
             tuple(enc[n] for n in names),
@@ -81,7 +66,7 @@ def _quantize(source: Path, target: Path) -> None:
     quiet = _NoPreprocessingAdvice()
     logging.getLogger().addFilter(quiet)
     try:
-        with _replacing(target) as tmp:
+        with replacing(target) as tmp:
             quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         logging.getLogger().removeFilter(quiet)

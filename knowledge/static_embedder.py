@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import PluginError
+from bot.files import replacing
 from knowledge.embedder import _fingerprint, _tuned, default_model_path, model_cache
 
 log = logging.getLogger(__name__)
@@ -98,15 +98,8 @@ def _cached(file: Path, make: Callable[[], np.ndarray]) -> np.ndarray:
         except (OSError, ValueError):
             log.warning("Static embedder cache file %s is unreadable; making it again.", file)
     array = make()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=file.parent)
-    os.close(fd)
-    try:
+    with replacing(file) as tmp:  # a killed distillation never leaves half a table in the cache
         np.save(tmp, array)
-        os.replace(tmp, file)  # a killed distillation never leaves half a table in the cache
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return array
 
 

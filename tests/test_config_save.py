@@ -65,7 +65,7 @@ def test_only_the_changed_keys_are_rewritten_and_comments_stay(tmp_path: Path) -
     reloaded = load_settings(path)
     assert reloaded.policy == policy and [g.name for g in reloaded.guards.input] == ["max_length"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["servicebot.yaml"]  # no temporary file left beside it
 
 
 def test_a_file_that_is_not_a_mapping_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
