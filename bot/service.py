@@ -281,9 +281,7 @@ class Service:
         """Make a Turn with a fresh id."""
         return Turn(tuple(messages), id=uuid.uuid4().hex, session_id=session_id)
 
-    async def answer(
-        self, messages: Sequence[Message], session_id: str = "", admit: Admission | None = None
-    ) -> Reply:
+    async def answer(self, messages: Sequence[Message], session_id: str = "", admit: Admission | None = None) -> Reply:
         """Answer one turn."""
         reply: Reply | None = None
         async for event in self.stream(messages, session_id, admit):

@@ -161,10 +161,15 @@ class Builder:
         log.info("stage manifest: %s", version)
         self.versions.save(
             Manifest(
-                version, self.embedder.id, self.embedder.dimension,
+                version,
+                self.embedder.id,
+                self.embedder.dimension,
                 {"size": self.limits.chunk_size, "overlap": self.limits.chunk_overlap},
-                {**segments, version: len(chunks)}, plan.files, docs,
-                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), [str(r) for r in roots],
+                {**segments, version: len(chunks)},
+                plan.files,
+                docs,
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                [str(r) for r in roots],
                 [[s.source, s.reason] for s in plan.skipped],
             )
         )

@@ -93,7 +93,10 @@ class Segments:
         """Create an empty segment recording the embedder that fills it."""
         meta = {**metadata, "embedder": self.embedder.id, "dimension": self.embedder.dimension}
         return self.client.create_collection(
-            name, metadata=meta, embedding_function=self._ef, configuration={"hnsw": {"space": "cosine"}}  # type: ignore[arg-type]
+            name,
+            metadata=meta,
+            embedding_function=self._ef,
+            configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
         )
 
     def open(self, name: str) -> Collection:

@@ -46,8 +46,13 @@ def load_questions(path: Path) -> list[Question]:
             row = json.loads(line)
             ids = row.get("article_ids") or row.get("doc_ids")
             questions.append(
-                Question(str(row.get("id", n)), str(row["question"]), tuple(map(str, ids)), row.get("category", ""),
-                         row.get("split", ""))
+                Question(
+                    str(row.get("id", n)),
+                    str(row["question"]),
+                    tuple(map(str, ids)),
+                    row.get("category", ""),
+                    row.get("split", ""),
+                )
             )
         except (ValueError, KeyError, TypeError):
             raise ServicebotError(f"QA file {path}, line {n}: needs 'question' and 'article_ids'.") from None

@@ -51,8 +51,15 @@ class ChromaRetriever:
         kn = ctx.settings.knowledge
         limits = Limits(kn.chunk_size, kn.chunk_overlap, int(kn.max_file_mb * 1e6), kn.language, kn.max_segments)
         self.store = KnowledgeStore(
-            ctx.settings.index_dir, kn.collection, ctx.embedder, limits, Checks(None, kn.recall_margin,
-            kn.retain_versions), kn.store, kn.chroma_host, kn.chroma_port, kn.chroma_ssl,
+            ctx.settings.index_dir,
+            kn.collection,
+            ctx.embedder,
+            limits,
+            Checks(None, kn.recall_margin, kn.retain_versions),
+            kn.store,
+            kn.chroma_host,
+            kn.chroma_port,
+            kn.chroma_ssl,
         )
         if kn.qa_file is not None:
             self.store.set_recall(self._recall, kn.recall_margin, kn.retain_versions)

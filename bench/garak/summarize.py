@@ -162,9 +162,7 @@ def summarise(report: Path, turns: Turns, threshold: float = 0.5) -> dict[str, A
     return {**meta, "probes": [r for _, r in sorted(results.items())]}
 
 
-def count_attempt(
-    result: ProbeResult, entry: dict[str, Any], turns: Turns, cut: float
-) -> None:
+def count_attempt(result: ProbeResult, entry: dict[str, Any], turns: Turns, cut: float) -> None:
     """Add one evaluated attempt: the bot's decision on each output, and an example when it failed."""
     result.attempts += 1
     prompt = prompt_text(entry)

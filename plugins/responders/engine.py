@@ -258,8 +258,17 @@ class _NativeStep:
         capacities = torch.tensor([c.capacity for c in caches], dtype=torch.int64)
         logits = torch.empty(batch, engine.vocab)
         failed = self._lib.sb_decode(
-            self._dims.data_ptr(), engine.eps, self._weights.data_ptr(), batch, x.data_ptr(), positions.data_ptr(),
-            addresses.data_ptr(), capacities.data_ptr(), cos.data_ptr(), sin.data_ptr(), logits.data_ptr(),
+            self._dims.data_ptr(),
+            engine.eps,
+            self._weights.data_ptr(),
+            batch,
+            x.data_ptr(),
+            positions.data_ptr(),
+            addresses.data_ptr(),
+            capacities.data_ptr(),
+            cos.data_ptr(),
+            sin.data_ptr(),
+            logits.data_ptr(),
             torch.get_num_threads(),
         )
         if failed:
