@@ -95,8 +95,8 @@ class Segments:
         return self.client.create_collection(
             name,
             metadata=meta,
-            embedding_function=self._ef,
-            configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
+            embedding_function=self._ef,  # type: ignore[arg-type]
+            configuration={"hnsw": {"space": "cosine"}},
         )
 
     def open(self, name: str) -> Collection:
