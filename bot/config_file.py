@@ -95,10 +95,9 @@ def save_sections(path: Path, before: Settings, after: Settings, sections: Itera
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"Config file {path} does not hold a mapping of settings; it was not changed.")
+    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
     for section in sections:
-        old = before.model_dump(mode="json")[section]
-        new = after.model_dump(mode="json")[section]
-        doc[section] = _changed(doc[section], old, new) if section in doc else new
+        doc[section] = _changed(doc[section], old[section], new[section]) if section in doc else new[section]
     out = io.StringIO()
     yaml.dump(doc, out)
     try:
