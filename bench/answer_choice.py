@@ -85,7 +85,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(path)
     base = AutoModelForCausalLM.from_pretrained(path).eval()
     choosers: dict[str, Callable[[str, Sequence[Passage], Candidates], str]] = {
-        "word overlap (extractive responder)": lambda q, ps, c: extractive_answer(q, ps, sentences=1)[:-4],
+        "word overlap (extractive responder)": lambda q, ps, _: extractive_answer(q, ps, 1).removesuffix(" [1]"),
         "base model likelihood": likelihood_chooser(base, tok),
     }
     if args.adapter:
