@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,32 @@ def test_demo_question_is_answered_by_the_llm_citing_the_right_article(service: 
     assert "reset-password" in [s["id"] for s in out["sources"]]
     assert out["tokens"] > 5 and len(out["answer"]) > 20
     assert out["latency_ms"]["first_token"] > 0 and out["latency_ms"]["generation"] >= out["latency_ms"]["first_token"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "how do i change the batteries in the thermostat, i cant see any screws",  # repeats a step, runs out
+        "how do i know if my hub is on the latest software",  # a numbered list cut at the token limit
+    ],
+)
+async def test_the_llms_raw_answers_leave_the_citations_plugin_cited_and_finished(
+    service: Service, question: str
+) -> None:
+    """This fixture's service has no output guards: the raw model answer goes through the plugin here."""
+    from bot.contracts import Draft, Message, Turn
+    from bot.registry import PluginContext
+    from plugins.guards.citations import CitationsGuard
+
+    raw = await service.answer([Message("user", question)])
+    assert not raw.refused and raw.tokens >= 64  # these two run to max_new_tokens without a citation
+    plugin = CitationsGuard(CitationsGuard.Config(), PluginContext(service.settings))
+    verdict = await plugin.check_output(Turn((Message("user", question),)), Draft(raw.answer, raw.tokens), raw.sources)
+    assert verdict.rewrite is not None and "cited" in verdict.reason
+    lines = [line.strip() for line in verdict.rewrite.splitlines() if line.strip()]
+    assert len(lines) == len(set(lines))
+    assert verdict.rewrite.rstrip(" *")[-1] in ".!?]", verdict.rewrite
+    assert re.search(r"\[[1-9]\]", verdict.rewrite) and "[0]" not in verdict.rewrite
 
 
 def test_default_model_was_converted_into_the_local_cache(service: Service) -> None:
