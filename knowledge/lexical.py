@@ -24,9 +24,18 @@ def _stemmer() -> Any:
         return None
 
 
+def _bm25s() -> Any:
+    """The bm25s module, its logger quietened: bm25s sets it to DEBUG on import, which put "Building index from
+    IDs" on the console of every first start."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Lower-cased, English-stopword-free, stemmed words (the same for chunks and queries)."""
-    import bm25s
+    bm25s = _bm25s()
 
     out = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
     return [list(t) for t in out]  # type: ignore[union-attr]
@@ -89,8 +98,7 @@ class LexicalIndex:
     @classmethod
     def build(cls, store: TokenStore, ids: Sequence[str]) -> LexicalIndex:
         """Score the live chunks `ids` from stored token ids (no re-tokenizing)."""
-        import bm25s
-
+        bm25s = _bm25s()
         model = bm25s.BM25()
         vocab = {t: i for i, t in enumerate(store.vocab)}
         rows = [store.tokens[c].tolist() for c in ids]
@@ -108,8 +116,7 @@ class LexicalIndex:
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
         """Open a persisted index (memory-mapped)."""
-        import bm25s
-
+        bm25s = _bm25s()
         model = bm25s.BM25.load(str(folder / "bm25"), mmap=True, show_progress=False)
         ids = json.loads((folder / "bm25" / "chunk_ids.json").read_text())
         return cls(model, ids)
