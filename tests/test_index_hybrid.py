@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +82,16 @@ def test_bm25_is_persisted_with_the_version_and_loaded_once(store: KnowledgeStor
     hybrid_search(view, store.embedder, "error code", 2)
     assert store.view().lexical is lexical and isinstance(lexical, LexicalIndex)
     assert view.keyword("E-417", 1)[0][0].startswith("error#")
+
+
+def test_building_bm25_logs_nothing_below_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from knowledge.lexical import TokenStore
+
+    tokens = TokenStore()
+    tokens.add(["c1"], ["reset the hub"])  # bm25s sets its logger to DEBUG on import; we quieten it
+    with caplog.at_level(logging.DEBUG):
+        LexicalIndex.build(tokens, ["c1"])
+    assert [r for r in caplog.records if r.name.startswith("bm25s")] == []
 
 
 def test_passages_carry_their_stored_vector_and_the_embedder_that_made_it(store: KnowledgeStore) -> None:
