@@ -5,14 +5,20 @@ of "sentence [n]" after the responder's own prompt), the same with a LoRA adapte
 sentence in hindsight (the ceiling). Held-out questions are the figure; train questions show what an adapter
 memorised.
 
-Usage: python bench/answer_choice.py [--data-dir var] [--adapter NAME|PATH] [--limit N]
-(needs a built demo index: bot prepare). About 4 s a question for each model scored on 2 cores.
+The `extractive_answer` rows are the cited extract the `extractive` responder and the grounding and over-refusal
+guards give: two sentences of the top passage by shared words (without an embedder), or of the passage holding the
+sentence closest in meaning to the question, by the index embedder's cosine (with one, the default).
+
+Usage: python bench/answer_choice.py [--data-dir var] [--adapter NAME|PATH] [--limit N] [--no-model]
+(needs a built demo index: bot prepare). About 4 s a question for each model scored on 2 cores; --no-model
+leaves the language model out (seconds in all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -63,11 +69,16 @@ def likelihood_chooser(model: Any, tok: Any) -> Callable[[str, Sequence[Passage]
     return choose
 
 
+def _uncited(answer: str) -> str:
+    return re.sub(r" \[\d+\]$", "", answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var")
     parser.add_argument("--adapter", help="an adapter name in <data-dir>/adapters, or a folder")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0 = all)")
+    parser.add_argument("--no-model", action="store_true", help="only the choosers that need no language model")
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -81,14 +92,18 @@ def main() -> None:
     k = settings.knowledge.k
     rows = [json.loads(line) for line in QA.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = rows[: args.limit] if args.limit else rows
-    path = resolve("default")
-    tok = AutoTokenizer.from_pretrained(path)
-    base = AutoModelForCausalLM.from_pretrained(path).eval()
+    embedder = service.pipeline.guard_embedder  # what the grounding and over-refusal guards extract with
     choosers: dict[str, Callable[[str, Sequence[Passage], Candidates], str]] = {
-        "word overlap (extractive responder)": lambda q, ps, _: extractive_answer(q, ps, 1).removesuffix(" [1]"),
-        "base model likelihood": likelihood_chooser(base, tok),
+        "word overlap, 1 sentence": lambda q, ps, _: extractive_answer(q, ps, 1).removesuffix(" [1]"),
+        "extractive_answer, shared words (2)": lambda q, ps, _: extractive_answer(q, ps, 2).removesuffix(" [1]"),
+        "extractive_answer, meaning (2)": lambda q, ps, _: _uncited(extractive_answer(q, ps, 2, embedder)),
     }
-    if args.adapter:
+    if not args.no_model:
+        path = resolve("default")
+        tok = AutoTokenizer.from_pretrained(path)
+        base = AutoModelForCausalLM.from_pretrained(path).eval()
+        choosers["base model likelihood"] = likelihood_chooser(base, tok)
+    if args.adapter and not args.no_model:
         model, _ = adapters.load(base, adapters.resolve(args.adapter, adapters.adapters_root(args.data_dir)))
         choosers[f"{args.adapter} likelihood"] = likelihood_chooser(model, tok)
     f1: dict[str, dict[str, list[float]]] = {

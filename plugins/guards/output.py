@@ -3,6 +3,7 @@ indirect prompt injection inside retrieved passages."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +35,11 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)} - STOP
 
 
+async def _extract(question: str, passages: Sequence[Passage], embedder: Any) -> str:
+    """The cited extract that replaces a draft (embedding the sentences off the event loop)."""
+    return await asyncio.to_thread(extractive_answer, question, passages, 2, embedder)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +56,7 @@ class GroundingGuard:
 
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
+        self._embedder = getattr(ctx, "embedder", None)  # the fallback extract picks sentences by meaning with it
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         source = set().union(*(_words(p.text) for p in passages)) if passages else set()
@@ -65,7 +72,7 @@ class GroundingGuard:
                 1.0,
                 "grounding",
                 "the draft only restates the question: replaced by an extractive answer",
-                rewrite=extractive_answer(turn.text, passages) or None,
+                rewrite=await _extract(turn.text, passages, self._embedder) or None,
             )
         passage_text = " ".join(p.text for p in passages)
 
@@ -85,7 +92,7 @@ class GroundingGuard:
                 "grounding",
                 f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported",
             )
-        fallback = extractive_answer(turn.text, passages)
+        fallback = await _extract(turn.text, passages, self._embedder)
         return Verdict(
             self.name,
             False,
@@ -106,6 +113,7 @@ class OverRefusalGuard:
 
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
+        self._embedder = getattr(ctx, "embedder", None)
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         if passages and REFUSAL.search(draft.text):
@@ -115,7 +123,7 @@ class OverRefusalGuard:
                 0.0,
                 "helpfulness",
                 "refusal of an answerable question replaced",
-                rewrite=extractive_answer(turn.text, passages),
+                rewrite=await _extract(turn.text, passages, self._embedder),
             )
         return Verdict(self.name, False, 0.0, "helpfulness", "not a refusal")
 
