@@ -25,7 +25,8 @@ class ExtractiveResponder:
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
         sentences: int = Field(default=2, ge=1, le=10)
-        # meaning: by the index embedder's cosine (better answers, about 10-20 ms a turn on 2 cores);
+        # meaning: by the index embedder's cosine (better answers; 15-50 ms a turn on 2 cores until the sentence
+        # cache holds the popular passages, then about the question's embedding);
         # words: the top passage's sentences sharing most words with the question (no embedding at all).
         choose: Literal["meaning", "words"] = "meaning"
 
