@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_switching_live_to_an_unreachable_engine_is_rejected_and_the_old_respond
         service.apply(broken, actor="test")
     assert service.settings.responder.name == "extractive"
     reply = service.ask("I forgot my password")
-    assert not reply.refused and not reply.handoff and "[1]" in reply.answer
+    assert not reply.refused and not reply.handoff and re.search(r"\[[1-3]\]", reply.answer)
 
 
 def test_sse_lines_are_parsed_and_a_server_error_event_is_reported() -> None:
@@ -85,9 +86,11 @@ def test_cited_passage_numbers_map_to_sources_in_the_reply(demo_service: Service
     from bot.service import reply_json
 
     out = reply_json(demo_service.ask("I forgot my password and can't log in"))
-    first = out["sources"][0]
-    assert first["n"][0] == 1 and first["cited"] is True  # the extractive answer cites [1]
-    assert all(s["cited"] is False for s in out["sources"][1:])
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", out["answer"])}
+    assert len(cited) == 1  # the extractive answer quotes one passage and cites its number
+    for source in out["sources"]:
+        assert source["cited"] is bool(cited & set(source["n"]))
+    assert sum(s["cited"] for s in out["sources"]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +150,7 @@ def test_streams_an_answer_from_a_real_openai_compatible_server(engine_url: str)
     # the rest, ready at the same moment, as one more chunk.
     assert len(deltas) >= 2
     answer = "".join(deltas)
-    assert "password" in answer.lower() and "[1]" in answer
+    assert "password" in answer.lower() and re.search(r"\[[1-3]\]", answer)
     body = responder.payload(Turn((Message("user", "hi"),)), [PASSAGE])
     assert body["stream"] is True and "[1] Reset your password" in body["messages"][-1]["content"]
 
