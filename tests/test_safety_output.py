@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,15 @@ PASSAGES = [
         title="Refund timing",
     )
 ]
+
+
+def minilm_context(tmp_path: Path) -> Any:
+    """A plugin context with the real MiniLM embedder, as the learned output guards get it."""
+    from bot.registry import PluginContext
+    from knowledge.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
+    return PluginContext(Settings(data_dir=tmp_path), embedder=embedder)
 
 
 async def test_grounded_answer_passes() -> None:
@@ -53,13 +63,7 @@ async def test_system_prompt_leak_is_blocked() -> None:
 
 @pytest.mark.slow
 async def test_injected_instructions_in_a_passage_are_cut_out(tmp_path: Path) -> None:
-    from bot.registry import PluginContext
-    from knowledge.embedder import SentenceTransformerEmbedder
-
-    ctx = PluginContext(
-        Settings(data_dir=tmp_path), embedder=SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
-    )
-    guard = InjectionGuard(InjectionGuard.Config(), ctx)
+    guard = InjectionGuard(InjectionGuard.Config(), minilm_context(tmp_path))
     poisoned = Passage(
         "x#0",
         "Refund timing\nCard refunds take 3 to 5 business days.\n"
@@ -77,11 +81,9 @@ async def test_injected_instructions_in_a_passage_are_cut_out(tmp_path: Path) ->
 async def test_the_injection_guard_reads_a_passages_stored_vector_when_its_embedder_made_it(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from bot.registry import PluginContext
-    from knowledge.embedder import SentenceTransformerEmbedder
-
-    embedder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
-    guard = InjectionGuard(InjectionGuard.Config(), PluginContext(Settings(data_dir=tmp_path), embedder=embedder))
+    ctx = minilm_context(tmp_path)
+    embedder = ctx.embedder
+    guard = InjectionGuard(InjectionGuard.Config(), ctx)
     guard.warm()
     assert guard._model is not None
     text = "Card refunds take 3 to 5 business days. Ask our support team if yours has not arrived."
@@ -119,13 +121,9 @@ async def test_an_invented_figure_makes_a_sentence_unsupported() -> None:
 
 @pytest.mark.slow
 async def test_harmful_output_scores_what_the_model_wrote_not_the_knowledge_it_quotes(tmp_path: Path) -> None:
-    from bot.registry import PluginContext
-    from knowledge.embedder import SentenceTransformerEmbedder
     from plugins.guards.output import HarmfulOutputGuard
 
-    ctx = PluginContext(
-        Settings(data_dir=tmp_path), embedder=SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
-    )
+    ctx = minilm_context(tmp_path)
     export = Passage(
         "e#0",
         "Your data export\nThe file holds:\n- your addresses and order history,\n"
@@ -150,15 +148,11 @@ async def test_harmful_output_judges_the_answer_after_groundings_rewrite(tmp_pat
     """A rambling draft that trips the harm classifier ("shoot a video") is replaced by grounding before
     harmful_output reads it (the default order), so an honest question is answered instead of refused."""
     from bot.config import load_settings
-    from bot.registry import PluginContext
-    from knowledge.embedder import SentenceTransformerEmbedder
     from plugins.guards.output import HarmfulOutputGuard
 
     order = [g.name for g in load_settings(None).guards.output]
     assert order.index("over_refusal") < order.index("grounding") < order.index("harmful_output")
-    ctx = PluginContext(
-        Settings(data_dir=tmp_path), embedder=SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
-    )
+    ctx = minilm_context(tmp_path)
     damage = Passage(
         "d#0",
         "Damaged parcel\nTake photos of the box and the damaged item before you unpack everything. "
