@@ -111,3 +111,11 @@ def test_it_is_in_the_default_output_chain_last_and_validates_its_config() -> No
     assert build("guard", PluginSpec(name="citations"), PluginContext(settings)).name == "citations"
     with pytest.raises(PluginError, match="repeat_similarity"):
         validate_config("guard", PluginSpec(name="citations", config={"repeat_similarity": 2}))
+
+
+async def test_chinese_sentences_split_at_full_stops_without_spaces() -> None:
+    passages = [Passage("zh#0", "重置\n按住针孔按钮15秒。集线器会重启。", 0.5)]
+    draft = Draft("按住针孔按钮15秒。集线器会重启。按住针孔按钮15秒。然后", 64)
+    verdict = await guard().check_output(TURN, draft, passages)
+    assert verdict.rewrite == "按住针孔按钮15秒 [1]。集线器会重启 [1]。"
+    assert "repeated" in verdict.reason and "unfinished" in verdict.reason

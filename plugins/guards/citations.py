@@ -26,7 +26,8 @@ from bot.contracts import Draft, Passage, Turn, Verdict
 from bot.errors import PluginError
 from plugins.guards.output import _NUMBER, _words
 
-_PIECES = re.compile(r"((?<=[.!?。！？])\s+|\n+)")  # sentences and the whitespace between them (kept)
+# Sentences and the whitespace between them (kept); Chinese full stops need no space after them.
+_PIECES = re.compile(r"((?<=[.!?])\s+|(?<=[。！？])[^\S\n]*|\n+)")
 _CITE = re.compile(r"\s*\[(\d{1,3})\]")
 _FINAL = re.compile(r"[.!?。！？:;][)\"'”’*_]*$")  # how a finished sentence ends (before its citations)
 _STOP = re.compile(r"[.!?。！？:;]+$")  # a citation goes before these
