@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Draft, Passage, Turn, Verdict
 from bot.errors import PluginError
-from plugins.guards.output import _NUMBER, _words
+from bot.registry import validate_config
+from plugins.guards.output import _NUMBER, _words, support
 
 # Sentences and the whitespace between them (kept); Chinese full stops need no space after them.
 _PIECES = re.compile(r"((?<=[.!?])\s+|(?<=[。！？])[^\S\n]*|\n+)")
@@ -38,8 +39,6 @@ _DANGLING = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s*$|:\s*$")  # a bare list 
 
 def responder_limit(settings: Any) -> int | None:
     """The configured responder's token limit (`max_new_tokens` or `max_tokens`), or None when it has none."""
-    from bot.registry import validate_config
-
     spec = getattr(settings, "responder", None)
     if spec is None:
         return None
@@ -116,7 +115,8 @@ class CitationsGuard:
                 done.append(f"removed {dropped} citation(s) of passages that do not exist")
             # A draft that cites keeps its own placement; one that cites nothing gets a citation per sentence.
             if not any(_CITE.search(s) for s, _ in kept):
-                kept = [(self._cite(s, passages), g) for s, g in kept]
+                vocab = [_words(p.text) for p in passages]  # once per answer, not once per sentence
+                kept = [(self._cite(s, passages, vocab), g) for s, g in kept]
                 if cited := sum(bool(_CITE.search(s)) for s, _ in kept):
                     done.append(f"cited {cited} sentence(s)")
         text = "".join(s + g for s, g in kept).strip()
@@ -146,22 +146,18 @@ class CitationsGuard:
             out.pop()
         return out
 
-    def _cite(self, sentence: str, passages: Sequence[Passage]) -> str:
-        """The sentence with its best-supporting passage cited before its final punctuation (if one supports it)."""
+    def _cite(self, sentence: str, passages: Sequence[Passage], vocab: list[set[str]]) -> str:
+        """The sentence with its best-supporting passage cited before its final punctuation (if one supports it);
+        `vocab` holds each passage's content words."""
         words = _content(sentence)
         if not words or not passages or _TABLE.match(sentence) or sentence.rstrip(" *").endswith(":"):
             return sentence
-        numbers = _NUMBER.findall(_MARKER.sub("", sentence, count=1))
-        best, share = 0, 0.0
-        for n, p in enumerate(passages, 1):
-            if any(x not in p.text for x in numbers):
-                continue
-            s = len(words & _words(p.text)) / len(words)
-            if s > share:
-                best, share = n, s
-        if not best or share < self.config.min_overlap:
+        figures = _NUMBER.findall(_MARKER.sub("", sentence, count=1))
+        shares = [support(words, figures, p.text, pw) for p, pw in zip(passages, vocab, strict=True)]
+        best = max(range(len(shares)), key=shares.__getitem__)
+        if shares[best] <= 0 or shares[best] < self.config.min_overlap:
             return sentence
         body = sentence.rstrip()
         stop = _STOP.search(body)
         at = stop.start() if stop else len(body)
-        return f"{body[:at]} [{best}]{body[at:]}{sentence[len(body) :]}"
+        return f"{body[:at]} [{best + 1}]{body[at:]}{sentence[len(body) :]}"

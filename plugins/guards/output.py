@@ -35,6 +35,15 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)} - STOP
 
 
+def support(words: set[str], figures: Sequence[str], text: str, text_words: set[str]) -> float:
+    """How far `text` supports a sentence: the share of its content `words` among `text_words`, or -1 when a
+    figure it states (`figures`: days, fees, percentages, where small models invent most) is not in `text`.
+    Grounding reads a sentence against all passages at once; `citations` against each passage."""
+    if any(f not in text for f in figures):
+        return -1.0
+    return len(words & text_words) / len(words) if words else 0.0
+
+
 async def _extract(question: str, passages: Sequence[Passage], embedder: Any) -> str:
     """The cited extract that replaces a draft (embedding the sentences off the event loop)."""
     return await asyncio.to_thread(extractive_answer, question, passages, 2, embedder)
@@ -75,14 +84,11 @@ class GroundingGuard:
                 rewrite=await _extract(turn.text, passages, self._embedder) or None,
             )
         passage_text = " ".join(p.text for p in passages)
-
-        def supported(sentence: str) -> bool:
-            # Figures are where small models invent most (days, fees, percentages): each must be in a passage.
-            if any(n not in passage_text for n in _NUMBER.findall(sentence)):
-                return False
-            return len(_words(sentence) & source) / len(_words(sentence)) >= self.config.min_overlap
-
-        unsupported = [s for s in sentences if not supported(s)]
+        unsupported = [
+            s
+            for s in sentences
+            if support(_words(s), _NUMBER.findall(s), passage_text, source) < self.config.min_overlap
+        ]
         share = len(unsupported) / len(sentences)
         if share <= self.config.max_unsupported:
             return Verdict(
