@@ -70,6 +70,7 @@ def likelihood_chooser(model: Any, tok: Any) -> Callable[[str, Sequence[Passage]
 
 
 def _uncited(answer: str) -> str:
+    """The extract without its closing citation, as the reference answers are written."""
     return re.sub(r" \[\d+\]$", "", answer)
 
 
@@ -94,8 +95,8 @@ def main() -> None:
     rows = rows[: args.limit] if args.limit else rows
     embedder = service.pipeline.guard_embedder  # what the grounding and over-refusal guards extract with
     choosers: dict[str, Callable[[str, Sequence[Passage], Candidates], str]] = {
-        "word overlap, 1 sentence": lambda q, ps, _: extractive_answer(q, ps, 1).removesuffix(" [1]"),
-        "extractive_answer, shared words (2)": lambda q, ps, _: extractive_answer(q, ps, 2).removesuffix(" [1]"),
+        "word overlap, 1 sentence": lambda q, ps, _: _uncited(extractive_answer(q, ps, 1)),
+        "extractive_answer, shared words (2)": lambda q, ps, _: _uncited(extractive_answer(q, ps, 2)),
         "extractive_answer, meaning (2)": lambda q, ps, _: _uncited(extractive_answer(q, ps, 2, embedder)),
     }
     if not args.no_model:
