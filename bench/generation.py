@@ -6,7 +6,10 @@ Prints, with the same thread count for every engine and medians over --repeats r
   * single-stream time to first token on a ~600-token prompt and decode tokens/s for plain transformers
     `generate` (the baseline), our engine per weight format, and llama.cpp on the packaged GGUF file;
   * our speed as a ratio to llama.cpp's;
-  * 8 concurrent requests through the responder's scheduler: aggregate tokens/s vs a single stream;
+  * time to first token with passage blocks: the passages new to the store vs stored (asked about before, in
+    another order) vs every token prefilled, alternately on the same prompt;
+  * 8 concurrent requests through the responder's scheduler: aggregate tokens/s vs a single stream, with passage
+    blocks off and on;
   * greedy-answer agreement with float32 transformers on demo questions (gold passages, our prompt builder);
   * peak RSS of a real `bot serve` with the default model after a few turns over HTTP.
 
@@ -76,7 +79,7 @@ def demo_cases(n: int) -> list[tuple[str, list[Any]]]:
     return cases[:n]
 
 
-def long_prompt(tok: Any, system: str, target: int = 600) -> tuple[list[int], list[dict[str, str]]]:
+def long_prompt(tok: Any, system: str, target: int = 600) -> tuple[list[int], list[dict[str, str]], list[Any]]:
     """A real grounded prompt of about `target` tokens: demo articles as passages plus a question."""
     from bot.contracts import Message, Passage, Turn
     from plugins.responders.prompt import build_messages
@@ -96,7 +99,7 @@ def long_prompt(tok: Any, system: str, target: int = 600) -> tuple[list[int], li
                 break
         if len(ids) >= target - 10:
             break
-    return ids, messages
+    return ids, messages, passages
 
 
 def time_transformers(model: Any, ids: list[int]) -> tuple[float, float]:
@@ -124,6 +127,22 @@ def time_engine(engine: Any, prefix: Any, ids: list[int]) -> tuple[float, float]
     for _ in range(DECODE):
         token = int(engine.decode([token], [cache])[0].argmax())
     return first, DECODE / (time.perf_counter() - t)
+
+
+def time_blocks(responder: Any, passages: list[Any], question: str, stored: bool) -> float:
+    """TTFT of a prompt with passage blocks: its passages new to the store (computed now, as blocks) or stored."""
+    from bot.contracts import Message, Turn
+
+    served = responder._serving.fast
+    ids, spans = responder._prompt(Turn((Message("user", question),)), passages)
+    if not stored:
+        served.blocks.clear()
+    t = time.perf_counter()
+    cache = served.engine.new_cache(len(ids) + 1)
+    cache.copy_from(served.prefix)
+    placed = [(a, served.blocks.get(ids[a:b])) for a, b in spans]
+    served.engine.prefill_spliced(ids, cache, placed, served.recompute)
+    return time.perf_counter() - t
 
 
 class LlamaCpp:
@@ -167,18 +186,24 @@ def decode_steps(engine: Any, prefix: Any, ids: list[int], batch: int, steps: in
 
 
 async def concurrent(responder: Any, cases: list[tuple[str, list[Any]]], n: int) -> tuple[float, float]:
-    """Aggregate tokens/s of `n` simultaneous requests, and of the same requests one after another."""
+    """Aggregate tokens/s of `n` simultaneous requests, and of the same requests one after another.
+
+    A first pass asks about every case's passages (so passage blocks, when on, are stored for both runs alike);
+    each run words its questions differently, so neither reuses the other's whole prompts.
+    """
     from bot.contracts import Message, Turn
 
     async def one(question: str, passages: list[Any]) -> int:
         return len([d async for d in responder.stream(Turn((Message("user", question),)), passages)])
 
     picked = [cases[i % len(cases)] for i in range(n)]
+    for q, p in picked:
+        await one(f"Earlier customer: {q}", p)
     t = time.perf_counter()
     tokens = sum([await one(q, p) for q, p in picked])
     single = tokens / (time.perf_counter() - t)
     t = time.perf_counter()
-    tokens = sum(await asyncio.gather(*(one(q, p) for q, p in picked)))
+    tokens = sum(await asyncio.gather(*(one(f"Please: {q}", p) for q, p in picked)))
     return single, tokens / (time.perf_counter() - t)
 
 
@@ -207,8 +232,8 @@ async def follow_up_ttft(config: Any, cases: list[tuple[str, list[Any]]]) -> tup
         return time.perf_counter() - start
 
     out = []
-    for size in (0, HFResponder.Config().prompt_cache):
-        r = HFResponder(config.model_copy(update={"prompt_cache": size, "max_new_tokens": 4}))
+    for size in (0, HFResponder.Config().prompt_cache):  # the prompt cache alone: passage blocks off
+        r = HFResponder(config.model_copy(update={"prompt_cache": size, "max_new_tokens": 4, "passage_cache_mb": 0}))
         r.warm()
         times = []
         for question, passages in cases:
@@ -267,6 +292,7 @@ def main() -> None:
 
     import torch
 
+    from bot.contracts import Message, Turn
     from plugins.responders.hf import HFResponder
 
     torch.set_num_threads(args.threads)
@@ -274,7 +300,7 @@ def main() -> None:
     ref = HFResponder(HFResponder.Config(engine="transformers", threads=args.threads, timeout_s=3600))
     ref.warm()
     model, tok = ref._base, ref._tok
-    ids, messages = long_prompt(tok, ref.config.system_prompt)
+    ids, messages, passages = long_prompt(tok, ref.config.system_prompt)
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     print(f"prompt {len(ids)} tokens", flush=True)
 
@@ -331,12 +357,34 @@ def main() -> None:
     cases = demo_cases(args.questions)
     default = HFResponder.Config().quantize
     best = fast.get(default) or next(iter(fast.values()))
+    if best._serving.fast.blocks is not None:  # passage blocks vs every token prefilled, alternately
+        share = best.config.passage_recompute
+        questions = [q for q, _ in cases]
+        times: dict[str, list[float]] = {}
+        for i in range(args.repeats):
+            question = questions[i % len(questions)]
+            served = best._serving.fast
+            cache = served.engine.new_cache(len(ids) + 1)
+            t = time.perf_counter()
+            cache.copy_from(served.prefix)
+            served.engine.prefill(best._prompt(Turn((Message("user", question),)), passages)[0][cache.length :], cache)
+            times.setdefault("every token prefilled", []).append(time.perf_counter() - t)
+            times.setdefault("passage blocks, passages new", []).append(time_blocks(best, passages, question, False))
+            other = f"Another customer: {question}"
+            time_blocks(best, passages[::-1], other, True)  # stored by a question quoting them in another order
+            times.setdefault("passage blocks, passages stored", []).append(time_blocks(best, passages, question, True))
+        print(f"\npassage blocks ({best.config.quantize}, recompute {share:.0%}), {len(ids)}-token prompt, TTFT ms:")
+        for name, xs in times.items():
+            print(f"  {name:<36} {median(xs) * 1000:7.0f}")
     best.config.max_new_tokens = DECODE
-    single, together = asyncio.run(concurrent(best, cases, 8))
-    print(
-        f"\n8 concurrent requests ({best.config.quantize}): aggregate {together:.1f} tok/s vs one at a time "
-        f"{single:.1f} tok/s = {together / single:.2f}x (peak batch {best._scheduler.peak})"
-    )
+    for name, mb in (("passage blocks off", 0), ("passage blocks on (default)", best.config.passage_cache_mb)):
+        r = HFResponder(best.config.model_copy(update={"passage_cache_mb": mb}))
+        r.warm()
+        single, together = asyncio.run(concurrent(r, cases, 8))
+        print(
+            f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one at a "
+            f"time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
+        )
 
     cold, warm = asyncio.run(follow_up_ttft(best.config, cases))
     print(

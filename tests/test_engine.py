@@ -265,8 +265,9 @@ def test_an_abandoned_answer_on_a_closed_event_loop_does_not_stop_the_scheduler(
 
 
 async def test_prompts_sharing_passages_reuse_the_cached_part_and_answer_the_same(tiny_llama: Path) -> None:
-    cold = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=0)
-    warm = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=2)
+    # The prompt cache alone (passage blocks, tested in test_passage_blocks.py, would reuse passages too).
+    cold = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=0, passage_cache_mb=0)
+    warm = responder(tiny_llama, max_new_tokens=16, quantize="none", prompt_cache=2, passage_cache_mb=0)
     for text in ["forgot my password", "forgot my password again", "where is my parcel", "forgot my password"]:
         assert await answer(warm, text) == await answer(cold, text)
     fast_cold, fast_warm = cold._serving.fast, warm._serving.fast  # type: ignore[union-attr]

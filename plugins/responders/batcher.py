@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from bot.errors import PluginError
+from plugins.responders.blocks import PassageBlocks
 from plugins.responders.engine import KVCache, LlamaEngine
 from plugins.responders.textstream import TextStream
 
@@ -38,6 +39,8 @@ class Model:
     recent_size: int = 0
     recent: deque[tuple[list[int], KVCache]] = field(default_factory=deque)
     reused: int = 0  # prompt tokens taken from caches instead of prefilled (for tests and benchmarks)
+    blocks: PassageBlocks | None = None  # passage blocks spliced into prompts (None: every token is prefilled)
+    recompute: float = 0.0  # the share of spliced tokens computed again in the prompt (see LlamaEngine.prefill_spliced)
 
     def best_start(self, ids: list[int]) -> tuple[KVCache | None, int]:
         """The cache sharing the longest prefix with `ids` (at least one token is left to prefill) and its length."""
@@ -77,6 +80,7 @@ class Request:
     text: TextStream
     emit: Callable[[Any], None]
     repetition_penalty: float = 1.0
+    spans: list[tuple[int, int]] = field(default_factory=list)  # the passages' token ranges in `prompt`
     cancelled: threading.Event = field(default_factory=threading.Event)
     cache: KVCache | None = None
     generated: int = 0
@@ -156,13 +160,18 @@ class Scheduler:
         request.cache = cache = engine.new_cache(len(request.prompt) + request.max_new_tokens)
         if len(request.prompt) >= cache.capacity:
             raise PluginError(f"The conversation is too long for the model's {cache.capacity}-token context.")
-        ids = request.prompt
-        start, n = request.model.best_start(ids)
+        model, ids = request.model, request.prompt
+        start, n = model.best_start(ids)
         if start is not None and n > 0:
             cache.copy_from(start, n)
-            ids = ids[n:]
-            request.model.reused += n
-        logits = engine.prefill(ids, cache)
+            model.reused += n
+        store = model.blocks
+        placed = [(a, store.get(ids[a:b])) for a, b in request.spans if a >= n] if store is not None else []
+        if placed:
+            logits = engine.prefill_spliced(ids, cache, placed, model.recompute)
+            model.reused += sum(block.length for _, block in placed)
+        else:
+            logits = engine.prefill(ids[n:], cache)
         request.model.remember(request.prompt, cache)
         if request.repetition_penalty != 1.0:
             request.seen = torch.tensor(sorted(set(request.prompt)))

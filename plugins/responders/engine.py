@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 Quantize = Literal["none", "int8", "fp16", "bf16"]
 HeadQuantize = Literal["same", "none", "int8", "fp16"]
+BLOCK_DTYPE = torch.float16
 
 
 def supports(model: Any) -> bool:
@@ -43,6 +44,27 @@ class KVCache:
         for dst, src in zip(self.keys + self.values, other.keys + other.values, strict=True):
             dst[:, :n].copy_(src[:, :n])
         self.length, self.tokens = n, list(other.tokens[:n])
+
+
+@dataclass(frozen=True)
+class KVBlock:
+    """The keys and values of a run of tokens computed once, to be spliced into prompts that contain it.
+
+    `origin` is the position its first token had when computed; keys are turned from there to where it is placed.
+    """
+
+    tokens: tuple[int, ...]
+    origin: int
+    keys: list[Tensor]  # per layer: [kv_heads, length, head_dim], float16
+    values: list[Tensor]
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
 class _Layer(nn.Module):
@@ -152,6 +174,64 @@ class LlamaEngine:
         return out[0]
 
     @torch.inference_mode()
+    def block(self, ids: list[int], context: KVCache) -> KVBlock:
+        """The keys and values of `ids` computed after `context` (left unchanged), stored in float16."""
+        cache = self.new_cache(context.length + len(ids))
+        cache.copy_from(context)
+        self.prefill(ids, cache)
+        span = slice(context.length, context.length + len(ids))
+        keys = [k[:, span].to(BLOCK_DTYPE) for k in cache.keys]
+        values = [v[:, span].to(BLOCK_DTYPE) for v in cache.values]
+        return KVBlock(tuple(ids), context.length, keys, values)
+
+    @torch.inference_mode()
+    def prefill_spliced(
+        self, ids: list[int], cache: KVCache, blocks: list[tuple[int, KVBlock]], recompute: float = 0.0
+    ) -> Tensor:
+        """Complete the prompt `ids` (its first `cache.length` positions already in `cache`) from stored blocks.
+
+        Each block's keys and values are copied in at its start position (keys turned to that position), and only
+        the other tokens are computed, in one pass: each of them sees every position before it, blocks included.
+        A block's own tokens saw only the context it was computed in, not the passages before it here. The last
+        token of `ids` must not lie in a block. Returns the next-token logits (float32, [vocab]).
+
+        Raises:
+            ValueError: the prompt would not fit in the cache, or a block does not fit the prompt.
+        """
+        start, total = cache.length, len(ids)
+        if total > cache.capacity:
+            raise ValueError(f"{total} tokens do not fit a {cache.capacity}-token context.")
+        live = torch.ones(total, dtype=torch.bool)
+        live[:start] = False
+        for at, block in blocks:
+            end = at + block.length
+            if at < start or end >= total or not bool(live[at:end].all()):
+                raise ValueError(f"A stored block does not fit positions {at}..{end} of a {total}-token prompt.")
+            live[at:end] = False
+            cos, sin = self._turn(at - block.origin)
+            for layer in range(len(self.layers)):
+                k = block.keys[layer].float()
+                rotated = torch.cat((-k[..., self.head_dim // 2 :], k[..., : self.head_dim // 2]), dim=-1)
+                cache.keys[layer][:, at:end] = k * cos + rotated * sin
+                cache.values[layer][:, at:end] = block.values[layer]
+        if recompute > 0:  # every position goes through the first layer; the most changed stored ones go on
+            positions = torch.arange(start, total)
+            x = F.embedding(torch.tensor([ids[start:]]), self.embed)
+            out = self._forward(x, [cache], positions[None, :], ~live[start:], recompute)
+        else:
+            positions = live.nonzero()[:, 0]
+            x = F.embedding(torch.tensor([ids])[:, positions], self.embed)
+            out = self._forward(x, [cache], positions[None, :])
+        cache.tokens = list(ids)
+        return out[0]
+
+    def _turn(self, delta: int) -> tuple[Tensor, Tensor]:
+        """cos and sin that move rotary-embedded keys `delta` positions on (a pure rotation: no scaling)."""
+        freqs = float(delta) * self._inv_freq.double()
+        emb = torch.cat((freqs, freqs)).float()
+        return emb.cos(), emb.sin()
+
+    @torch.inference_mode()
     def decode(self, tokens: list[int], caches: list[KVCache]) -> Tensor:
         """One step for several sequences at once: token i extends caches[i]; returns logits [batch, vocab]."""
         for cache in caches:
@@ -167,20 +247,39 @@ class LlamaEngine:
             cache.tokens.append(token)
         return out
 
-    def _forward(self, x: Tensor, caches: list[KVCache], positions: Tensor) -> Tensor:
+    def _forward(
+        self, x: Tensor, caches: list[KVCache], positions: Tensor, stored: Tensor | None = None, share: float = 0.0
+    ) -> Tensor:
+        """Run the layers on `x` ([batch, steps, hidden]) at `positions`, writing keys and values into the caches.
+
+        `stored` (a prefill of one sequence only) marks the rows whose keys and values were spliced in from stored
+        blocks: they are computed through the first layer, and then only the `share` of them whose second-layer
+        values differ most from the stored ones go on with the other rows (the rest keep their stored values).
+        """
         batch, steps, _ = x.shape
         hd, nh, nkv = self.head_dim, self.heads, self.kv_heads
         cos_t, sin_t = self._rope(int(positions.max()) + 1)
         cos, sin = cos_t[positions][:, :, None, :], sin_t[positions][:, :, None, :]  # [B, T, 1, hd]
         starts = [c.length for c in caches]
         mask = None
-        if steps > 1:  # prefill after a cached prefix: token i sees the prefix and tokens <= i
-            total = starts[0] + steps
-            mask = torch.ones(steps, total, dtype=torch.bool).tril(diagonal=starts[0])
+        spots: Tensor | None = None  # a prefill's positions, when they are not one run after the cached prefix
+        total = int(positions[0, -1]) + 1
+        if steps > 1:  # prefill: token i sees every position up to its own (a cached prefix, stored blocks)
+            mask = torch.arange(total)[None, :] <= positions[0, :, None]
+            if total != starts[0] + steps or stored is not None:
+                spots, starts = positions[0], [total - steps]
         half = hd // 2
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), layer.norm1, self.eps)
             qkv = layer.qkv(h.to(self._dtype)).float()
+            if i == 1 and stored is not None and spots is not None and mask is not None:
+                fresh = qkv[0, :, (nh + nkv) * hd :].view(steps, nkv, hd)
+                drift = (fresh - caches[0].values[i][:, spots].transpose(0, 1)).square().sum((1, 2))
+                drift[~stored] = float("inf")  # the prompt's own tokens always go on
+                chosen = drift.topk(int((~stored).sum()) + round(share * int(stored.sum()))).indices.sort().values
+                x, qkv, cos, sin = x[:, chosen], qkv[:, chosen], cos[:, chosen], sin[:, chosen]
+                spots, mask, steps = spots[chosen], mask[chosen], len(chosen)
+                starts = [total - steps]
             qk = qkv[..., : (nh + nkv) * hd].view(batch, steps, nh + nkv, hd)
             rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
             qk = qk * cos + rotated * sin
@@ -190,8 +289,12 @@ class LlamaEngine:
             outs = []
             for b, cache in enumerate(caches):
                 end = starts[b] + steps
-                cache.keys[i][:, starts[b] : end] = k[b]
-                cache.values[i][:, starts[b] : end] = v[b]
+                if spots is None:
+                    cache.keys[i][:, starts[b] : end] = k[b]
+                    cache.values[i][:, starts[b] : end] = v[b]
+                else:
+                    cache.keys[i][:, spots] = k[b]
+                    cache.values[i][:, spots] = v[b]
                 outs.append(
                     F.scaled_dot_product_attention(
                         q[b : b + 1],

@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.contracts import Passage, Turn
+from bot.contracts import Message, Passage, Turn
 from bot.errors import PluginError
 from plugins.responders import adapters
 from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
+from plugins.responders.blocks import PassageBlocks
 from plugins.responders.engine import LlamaEngine, supports
 from plugins.responders.model_cache import resolve
-from plugins.responders.prompt import SYSTEM, build_messages
+from plugins.responders.prompt import SYSTEM, build_messages, passage_spans
 from plugins.responders.textstream import TextStream
 
 
@@ -57,6 +58,13 @@ class HFResponder:
         # KV caches of the last N prompts kept for reuse: a prompt sharing passages with one of them prefills only
         # what differs (about 32 MB each for the default model; 0 = only the system prompt is reused).
         prompt_cache: int = Field(default=4, ge=0, le=64)
+        # Passage blocks: each passage's keys and values are computed once (after the system prompt) and spliced
+        # into later prompts that quote it, in any order or company, so only the rest of the prompt is prefilled.
+        # Memory for them in MB (0 = off: every prompt token is prefilled). See the README for what it changes.
+        passage_cache_mb: int = Field(default=256, ge=0)
+        # The share of a prompt's spliced passage tokens computed again, those whose values change most once the
+        # passages before them are seen (1 = all: the same answers as without blocks, at no gain in speed).
+        passage_recompute: float = Field(default=0.15, ge=0.0, le=1.0)
         stop: list[str] = []
         timeout_s: float = Field(default=60.0, gt=0)
 
@@ -128,18 +136,56 @@ class HFResponder:
             return _Serving(model, None, adapter, method)
         engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize, self.config.native)
         eos = eos_ids(self._tok, getattr(model, "generation_config", None))
-        fast = Model(engine, eos, recent_size=self.config.prompt_cache)
+        fast = Model(engine, eos, recent_size=self.config.prompt_cache, recompute=self.config.passage_recompute)
         prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)
         if 0 < len(prefix_ids) < engine.max_positions:  # the fixed system prompt: computed once, copied per request
             prefix = engine.new_cache(len(prefix_ids))
             engine.prefill(prefix_ids, prefix)
             fast.prefix = prefix
+            if self.config.passage_cache_mb > 0:
+                fast.blocks = self._blocks(engine, prefix)
         return _Serving(None, fast, adapter, method)
+
+    def _blocks(self, engine: LlamaEngine, prefix: Any) -> PassageBlocks | None:
+        """The passage-block store, its blocks computed after the opening of a one-passage prompt."""
+        ids, spans = self._prompt(Turn((Message("user", "?"),)), [Passage("x", "x", 1.0)])
+        lead = ids[: spans[0][0]] if spans else []
+        if not lead or lead[: prefix.length] != prefix.tokens or len(lead) >= engine.max_positions:
+            return None
+        context = engine.new_cache(len(lead))
+        context.copy_from(prefix)
+        engine.prefill(lead[prefix.length :], context)
+        return PassageBlocks(engine, context, self.config.passage_cache_mb * 2**20)
 
     def _ids(self, messages: list[dict[str, str]], generation: bool = True) -> list[int]:
         enc = self._tok.apply_chat_template(messages, add_generation_prompt=generation, return_dict=True)
         ids = enc["input_ids"]
         return [int(i) for i in (ids[0] if ids and isinstance(ids[0], list) else ids)]
+
+    def _prompt(self, turn: Turn, passages: Sequence[Passage]) -> tuple[list[int], list[tuple[int, int]]]:
+        """The prompt's token ids and its passages' token ranges.
+
+        With passage blocks on, the rendered prompt is tokenized piece by piece, cut at the passage texts, so each
+        passage has the same tokens wherever it stands (the pieces meet at a space or a line break, where the
+        tokenizer splits anyway).
+        """
+        messages = build_messages(turn, passages, self.config.system_prompt)
+        if self.config.passage_cache_mb <= 0:
+            return self._ids(messages), []
+        rendered = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        done = 0
+        for a, b in passage_spans(rendered, passages):
+            ids += self._encode(rendered[done:a])
+            spans.append((len(ids), len(ids) + len(body := self._encode(rendered[a:b]))))
+            ids += body
+            done = b
+        ids += self._encode(rendered[done:])
+        return ids, [(a, b) for a, b in spans if b > a]
+
+    def _encode(self, text: str) -> list[int]:
+        return [int(i) for i in self._tok(text, add_special_tokens=False)["input_ids"]]
 
     async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
         """Yield one text delta per generated token; stops generating when the consumer goes away or times out."""
@@ -158,7 +204,7 @@ class HFResponder:
             except RuntimeError:  # the caller's event loop has closed: nobody listens, so stop generating
                 stop.set()
 
-        prompt = self._ids(build_messages(turn, passages, self.config.system_prompt))
+        prompt, spans = self._prompt(turn, passages)
         text = TextStream(self._tok, self.config.stop)
         if serving.fast is not None:
             self._scheduler.submit(
@@ -169,6 +215,7 @@ class HFResponder:
                     text,
                     emit,
                     self.config.repetition_penalty,
+                    spans=spans if serving.fast.blocks is not None else [],
                     cancelled=stop,
                 )
             )

@@ -17,9 +17,37 @@ def build_messages(
     turn: Turn, passages: Sequence[Passage], system: str = SYSTEM, history: int = 4
 ) -> list[dict[str, str]]:
     """Chat messages for the model: system rules, recent history, then passages plus the question."""
-    context = "\n\n".join(f"[{i}] {p.text}" for i, p in enumerate(passages, 1))
+    context = _context(passages)
     messages = [{"role": "system", "content": system}]
     messages += [{"role": m.role, "content": m.content} for m in turn.history[-history:] if m.role != "system"]
     # Passages first and the question last: the small default model stays closest to the text this way.
     messages.append({"role": "user", "content": f"{context}\n\nUsing the text above, answer: {turn.text}"})
     return messages
+
+
+def _context(passages: Sequence[Passage]) -> str:
+    return "\n\n".join(f"[{i}] {p.text}" for i, p in enumerate(passages, 1))
+
+
+def passage_spans(rendered: str, passages: Sequence[Passage]) -> list[tuple[int, int]]:
+    """Character ranges of the passage texts in a rendered prompt, cut where a tokenizer splits anyway.
+
+    A range runs from the space before a text (or its first visible character, when it starts with white space)
+    to its last visible character. The passages are found in the last place the numbered context occurs (the
+    question message, not an earlier turn quoting it). Blank passages get no range; no ranges at all when the
+    template changed the context.
+    """
+    context = _context(passages)
+    at = rendered.rfind(context) if passages else -1
+    if at < 0:
+        return []
+    spans = []
+    for i, p in enumerate(passages, 1):
+        at += len(f"[{i}] ")
+        visible = p.text.strip()
+        if visible:
+            first = at + p.text.index(visible)
+            start = first - 1 if first == at else first
+            spans.append((start, first + len(visible)))
+        at += len(p.text) + 2  # the blank line between passages
+    return spans

@@ -1,0 +1,145 @@
+"""Passage blocks: each passage's keys and values computed once and spliced into later prompts (tiny real Llama)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bot.contracts import Message, Passage, Turn
+from plugins.responders.engine import LlamaEngine
+from plugins.responders.hf import HFResponder
+from plugins.responders.prompt import build_messages, passage_spans
+
+PASSAGES = [
+    Passage("a#0", "Reset your password in Settings > Security. The link is valid for 30 minutes.", 0.9),
+    Passage("b#0", "Parcels ship within two working days; tracking appears once the courier scans it.", 0.8),
+    Passage("c#0", "A camera shows offline when its Wi-Fi drops: restart the hub, then the camera.", 0.7),
+]
+
+
+def turn(text: str, *history: Message) -> Turn:
+    return Turn((*history, Message("user", text)))
+
+
+def responder(model: Path, **kw: Any) -> HFResponder:
+    r = HFResponder(HFResponder.Config(model=str(model), quantize="none", max_new_tokens=12, **kw))
+    r.warm()
+    return r
+
+
+async def answer(r: HFResponder, text: str, passages: list[Passage], *history: Message) -> str:
+    return "".join([d async for d in r.stream(turn(text, *history), passages)])
+
+
+def test_spans_cover_each_passage_text_from_the_space_before_it() -> None:
+    passages = [*PASSAGES[:2], Passage("d", "   ", 0.5), Passage("e", "\n  Indented text.\n", 0.4)]
+    rendered = "<s>user\n" + build_messages(turn("q"), passages)[-1]["content"] + "</s>"
+    spans = passage_spans(rendered, passages)
+    assert [rendered[a:b] for a, b in spans] == [" " + PASSAGES[0].text, " " + PASSAGES[1].text, "Indented text."]
+    assert passage_spans("a template that rewrote the text", PASSAGES) == []
+    assert passage_spans(rendered, []) == []
+
+
+def test_spans_are_found_in_the_question_not_in_an_earlier_turn_quoting_the_passages() -> None:
+    content = build_messages(turn("q"), PASSAGES)[-1]["content"]
+    rendered = f"user: {content}\nassistant: ok\nuser: {content}"
+    spans = passage_spans(rendered, PASSAGES)
+    assert spans[0][0] > len(rendered) // 2
+    assert rendered[spans[0][0] : spans[0][1]] == " " + PASSAGES[0].text
+
+
+def test_prompt_cut_at_the_passages_has_the_same_tokens_as_the_whole_prompt(tiny_llama: Path) -> None:
+    on, off = responder(tiny_llama), responder(tiny_llama, passage_cache_mb=0)
+    history = (Message("user", "hello"), Message("assistant", "Hi, how can I help?"))
+    for passages in (PASSAGES, PASSAGES[::-1], PASSAGES[:1], []):
+        ids, spans = on._prompt(turn("where is my parcel?", *history), passages)
+        assert ids == off._ids(build_messages(turn("where is my parcel?", *history), passages))
+        assert len(spans) == len(passages)
+        assert off._prompt(turn("x"), passages)[1] == []  # off: no spans, every token prefilled
+
+
+def spliced(engine: LlamaEngine, prefix: Any, ids: list[int], blocks: list[Any], share: float) -> tuple[Any, Any]:
+    cache = engine.new_cache(len(ids) + 1)
+    cache.copy_from(prefix)
+    return engine.prefill_spliced(ids, cache, blocks, share), cache
+
+
+def test_recomputing_every_spliced_token_equals_a_full_prefill(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)
+    fast = r._serving.fast  # type: ignore[union-attr]
+    assert fast is not None and fast.prefix is not None and fast.blocks is not None
+    engine = fast.engine
+    ids, spans = r._prompt(turn("where is my parcel?"), PASSAGES)
+    exact = engine.new_cache(len(ids) + 1)
+    exact.copy_from(fast.prefix)
+    want = engine.prefill(ids[fast.prefix.length :], exact)
+    blocks = [(a, fast.blocks.get(ids[a:b])) for a, b in spans]
+    got, cache = spliced(engine, fast.prefix, ids, blocks, 1.0)
+    assert torch.allclose(got, want, atol=1e-5)
+    for layer in range(len(engine.layers)):
+        assert torch.allclose(cache.keys[layer][:, : len(ids)], exact.keys[layer][:, : len(ids)], atol=1e-5)
+    assert cache.length == len(ids) and cache.tokens == ids
+    # Without recomputing, the first layer's keys (they depend on token and position only) are the stored block's,
+    # turned to where each passage landed: the same as computed in place, to float16 precision.
+    _, cache = spliced(engine, fast.prefix, ids, blocks, 0.0)
+    for a, b in spans:
+        assert torch.allclose(cache.keys[0][:, a:b], exact.keys[0][:, a:b], atol=2e-3)
+        assert torch.allclose(cache.values[0][:, a:b], exact.values[0][:, a:b], atol=2e-3)
+    # The first passage was stored after the very context it has in this prompt: its keys agree at every layer.
+    a, b = spans[0]
+    assert torch.allclose(cache.keys[-1][:, a:b], exact.keys[-1][:, a:b], atol=2e-3)
+
+
+def test_a_block_that_does_not_fit_the_prompt_is_refused(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)
+    fast = r._serving.fast  # type: ignore[union-attr]
+    assert fast is not None and fast.prefix is not None and fast.blocks is not None
+    ids, spans = r._prompt(turn("where is my parcel?"), PASSAGES)
+    a, b = spans[0]
+    block = fast.blocks.get(ids[a:b])
+    for at in (0, len(ids) - block.length, len(ids)):  # over the cached prefix, over the last token, past the end
+        with pytest.raises(ValueError, match="does not fit"):
+            spliced(fast.engine, fast.prefix, ids, [(at, block)], 0.0)
+
+
+async def test_passages_are_computed_once_and_reused_in_any_order_with_the_same_answers(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None
+    first = await answer(r, "where is my parcel?", PASSAGES)
+    assert (store.misses, store.hits, store.count) == (3, 0, 3)
+    await answer(r, "my camera is offline", PASSAGES[::-1])
+    assert (store.misses, store.hits) == (3, 3)  # the same three passages, in another order: none computed again
+    # An answer depends on its prompt only, not on which prompts filled the store before it.
+    assert await answer(responder(tiny_llama), "where is my parcel?", PASSAGES) == first
+    assert await answer(r, "where is my parcel?", PASSAGES) == first
+
+
+async def test_the_store_keeps_to_its_memory_budget_least_recently_used_out(tiny_llama: Path) -> None:
+    probe = responder(tiny_llama)
+    sizes = []
+    for passage in PASSAGES:
+        before = probe._serving.fast.blocks.size  # type: ignore[union-attr]
+        await answer(probe, "hello", [passage])
+        sizes.append(probe._serving.fast.blocks.size - before)  # type: ignore[union-attr]
+    r = responder(tiny_llama, prompt_cache=0)  # so a repeated passage can only come from the store
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None
+    store.budget = sizes[2] + sizes[0]  # room for the last two asked about
+    for i in (1, 2, 0):
+        await answer(r, "tell me more", [PASSAGES[i]])
+    assert store.size == store.budget and store.count == 2
+    await answer(r, "and the camera?", [PASSAGES[2]])
+    assert store.misses == 3
+    await answer(r, "and the parcel?", [PASSAGES[1]])  # the least recently used went first
+    assert store.misses == 4 and store.size <= store.budget
+
+
+async def test_blocks_off_prefills_every_token(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, passage_cache_mb=0)
+    fast = r._serving.fast  # type: ignore[union-attr]
+    assert fast is not None and fast.blocks is None
+    assert await answer(r, "where is my parcel?", PASSAGES)
