@@ -364,10 +364,11 @@ def main() -> None:
         for i in range(args.repeats):
             question = questions[i % len(questions)]
             served = best._serving.fast
-            cache = served.engine.new_cache(len(ids) + 1)
+            prompt = best._prompt(Turn((Message("user", question),)), passages)[0]
             t = time.perf_counter()
+            cache = served.engine.new_cache(len(prompt) + 1)
             cache.copy_from(served.prefix)
-            served.engine.prefill(best._prompt(Turn((Message("user", question),)), passages)[0][cache.length :], cache)
+            served.engine.prefill(prompt[cache.length :], cache)
             times.setdefault("every token prefilled", []).append(time.perf_counter() - t)
             times.setdefault("passage blocks, passages new", []).append(time_blocks(best, passages, question, False))
             other = f"Another customer: {question}"

@@ -143,3 +143,16 @@ async def test_blocks_off_prefills_every_token(tiny_llama: Path) -> None:
     fast = r._serving.fast  # type: ignore[union-attr]
     assert fast is not None and fast.blocks is None
     assert await answer(r, "where is my parcel?", PASSAGES)
+
+
+async def test_a_passage_starting_like_one_in_an_earlier_prompt_is_still_spliced_whole(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None
+    await answer(r, "where is my parcel?", PASSAGES[:1])
+    alike = Passage("d#0", PASSAGES[0].text.replace("password", "router"), 0.9)  # the same first words
+    await answer(r, "where is my parcel?", [alike])
+    # The earlier prompt's cache covers the new passage's first words; the block is used all the same (two
+    # computed, none skipped), so the answer is the one a fresh store gives.
+    assert store.misses == 2
+    assert await answer(r, "and now?", [alike]) == await answer(responder(tiny_llama), "and now?", [alike])

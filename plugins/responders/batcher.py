@@ -162,6 +162,8 @@ class Scheduler:
             raise PluginError(f"The conversation is too long for the model's {cache.capacity}-token context.")
         model, ids = request.model, request.prompt
         start, n = model.best_start(ids)
+        if model.blocks is not None:  # a prefix ending inside a passage (two starting alike) stops before it
+            n = min([n, *(a for a, b in request.spans if a < n < b)])
         if start is not None and n > 0:
             cache.copy_from(start, n)
             model.reused += n
