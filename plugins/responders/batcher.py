@@ -160,14 +160,13 @@ class Scheduler:
         request.cache = cache = engine.new_cache(len(request.prompt) + request.max_new_tokens)
         if len(request.prompt) >= cache.capacity:
             raise PluginError(f"The conversation is too long for the model's {cache.capacity}-token context.")
-        model, ids = request.model, request.prompt
+        model, ids, store = request.model, request.prompt, request.model.blocks
         start, n = model.best_start(ids)
-        if model.blocks is not None:  # a prefix ending inside a passage (two starting alike) stops before it
+        if store is not None:  # a prefix ending inside a passage (two starting alike) stops before it
             n = min([n, *(a for a, b in request.spans if a < n < b)])
         if start is not None and n > 0:
             cache.copy_from(start, n)
             model.reused += n
-        store = model.blocks
         placed = [(a, store.get(ids[a:b])) for a, b in request.spans if a >= n] if store is not None else []
         if placed:
             logits = engine.prefill_spliced(ids, cache, placed, model.recompute)

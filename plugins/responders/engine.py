@@ -11,7 +11,6 @@ from torch import Tensor, nn
 
 Quantize = Literal["none", "int8", "fp16", "bf16"]
 HeadQuantize = Literal["same", "none", "int8", "fp16"]
-BLOCK_DTYPE = torch.float16
 
 
 def supports(model: Any) -> bool:
@@ -77,6 +76,12 @@ class _Layer(nn.Module):
         self.down = _fuse([mlp.down_proj])
         self.norm1 = layer.input_layernorm.weight.detach().clone()
         self.norm2 = layer.post_attention_layernorm.weight.detach().clone()
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    """The rotary embedding's partner of each value along the last axis (as transformers pairs them)."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _fuse(linears: list[nn.Linear]) -> nn.Linear:
@@ -180,8 +185,8 @@ class LlamaEngine:
         cache.copy_from(context)
         self.prefill(ids, cache)
         span = slice(context.length, context.length + len(ids))
-        keys = [k[:, span].to(BLOCK_DTYPE) for k in cache.keys]
-        values = [v[:, span].to(BLOCK_DTYPE) for v in cache.values]
+        keys = [k[:, span].to(torch.float16) for k in cache.keys]
+        values = [v[:, span].to(torch.float16) for v in cache.values]
         return KVBlock(tuple(ids), context.length, keys, values)
 
     @torch.inference_mode()
@@ -211,8 +216,7 @@ class LlamaEngine:
             cos, sin = self._turn(at - block.origin)
             for layer in range(len(self.layers)):
                 k = block.keys[layer].float()
-                rotated = torch.cat((-k[..., self.head_dim // 2 :], k[..., : self.head_dim // 2]), dim=-1)
-                cache.keys[layer][:, at:end] = k * cos + rotated * sin
+                cache.keys[layer][:, at:end] = k * cos + _rotate_half(k) * sin
                 cache.values[layer][:, at:end] = block.values[layer]
         if recompute > 0:  # every position goes through the first layer; the most changed stored ones go on
             positions = torch.arange(start, total)
@@ -268,7 +272,6 @@ class LlamaEngine:
             mask = torch.arange(total)[None, :] <= positions[0, :, None]
             if total != starts[0] + steps or stored is not None:
                 spots, starts = positions[0], [total - steps]
-        half = hd // 2
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), layer.norm1, self.eps)
             qkv = layer.qkv(h.to(self._dtype)).float()
@@ -281,8 +284,7 @@ class LlamaEngine:
                 spots, mask, steps = spots[chosen], mask[chosen], len(chosen)
                 starts = [total - steps]
             qk = qkv[..., : (nh + nkv) * hd].view(batch, steps, nh + nkv, hd)
-            rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
-            qk = qk * cos + rotated * sin
+            qk = qk * cos + _rotate_half(qk) * sin
             q = qk[:, :, :nh].transpose(1, 2)  # [B, nh, T, hd]
             k = qk[:, :, nh:].transpose(1, 2)
             v = qkv[..., (nh + nkv) * hd :].view(batch, steps, nkv, hd).transpose(1, 2)
