@@ -129,19 +129,23 @@ def time_engine(engine: Any, prefix: Any, ids: list[int]) -> tuple[float, float]
     return first, DECODE / (time.perf_counter() - t)
 
 
-def time_blocks(responder: Any, passages: list[Any], question: str, stored: bool) -> float:
-    """TTFT of a prompt with passage blocks: its passages new to the store (computed now, as blocks) or stored."""
+def time_blocks(responder: Any, passages: list[Any], question: str, mode: str) -> float:
+    """TTFT of a prompt: every token prefilled (`prefilled`), or with passage blocks, its passages new to the store
+    (`new`: computed now, as blocks) or `stored`."""
     from bot.contracts import Message, Turn
 
     served = responder._serving.fast
     ids, spans = responder._prompt(Turn((Message("user", question),)), passages)
-    if not stored:
+    if mode == "new":
         served.blocks.clear()
     t = time.perf_counter()
     cache = served.engine.new_cache(len(ids) + 1)
     cache.copy_from(served.prefix)
-    placed = [(a, served.blocks.get(ids[a:b])) for a, b in spans]
-    served.engine.prefill_spliced(ids, cache, placed, served.recompute)
+    if mode == "prefilled":
+        served.engine.prefill(ids[cache.length :], cache)
+    else:
+        placed = [(a, served.blocks.get(ids[a:b])) for a, b in spans]
+        served.engine.prefill_spliced(ids, cache, placed, served.recompute)
     return time.perf_counter() - t
 
 
@@ -292,7 +296,6 @@ def main() -> None:
 
     import torch
 
-    from bot.contracts import Message, Turn
     from plugins.responders.hf import HFResponder
 
     torch.set_num_threads(args.threads)
@@ -363,17 +366,12 @@ def main() -> None:
         times: dict[str, list[float]] = {}
         for i in range(args.repeats):
             question = questions[i % len(questions)]
-            served = best._serving.fast
-            prompt = best._prompt(Turn((Message("user", question),)), passages)[0]
-            t = time.perf_counter()
-            cache = served.engine.new_cache(len(prompt) + 1)
-            cache.copy_from(served.prefix)
-            served.engine.prefill(prompt[cache.length :], cache)
-            times.setdefault("every token prefilled", []).append(time.perf_counter() - t)
-            times.setdefault("passage blocks, passages new", []).append(time_blocks(best, passages, question, False))
+            for mode, name in (("prefilled", "every token prefilled"), ("new", "passage blocks, passages new")):
+                times.setdefault(name, []).append(time_blocks(best, passages, question, mode))
             other = f"Another customer: {question}"
-            time_blocks(best, passages[::-1], other, True)  # stored by a question quoting them in another order
-            times.setdefault("passage blocks, passages stored", []).append(time_blocks(best, passages, question, True))
+            time_blocks(best, passages[::-1], other, "stored")  # stored by a question quoting them in another order
+            stored = time_blocks(best, passages, question, "stored")
+            times.setdefault("passage blocks, passages stored", []).append(stored)
         print(f"\npassage blocks ({best.config.quantize}, recompute {share:.0%}), {len(ids)}-token prompt, TTFT ms:")
         for name, xs in times.items():
             print(f"  {name:<36} {median(xs) * 1000:7.0f}")
