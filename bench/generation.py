@@ -1,13 +1,14 @@
 """Generation speed of the `hf` responder on the default model: transformers vs our engine vs llama.cpp, one run.
 
-Run: .venv/bin/python bench/generation.py [--threads 2] [--repeats 3] [--questions 8] [--skip-serve]
+Run: .venv/bin/python bench/generation.py [--threads 2] [--repeats 3] [--questions 8] [--skip-serve] [--prepare-kb]
 
 Prints, with the same thread count for every engine and medians over --repeats runs:
   * single-stream time to first token on a ~600-token prompt and decode tokens/s for plain transformers
     `generate` (the baseline), our engine per weight format, and llama.cpp on the packaged GGUF file;
   * our speed as a ratio to llama.cpp's;
-  * time to first token with passage blocks: the passages new to the store vs stored (asked about before, in
-    another order) vs every token prefilled, alternately on the same prompt;
+  * time to first token with passage blocks: the passages new to the store vs on disk (prepared ahead, as `bot
+    serve` does for the knowledge base; --prepare-kb times that for the whole demo KB) vs in memory (asked about
+    before, in another order) vs every token prefilled, alternately on the same prompt;
   * 8 concurrent requests through the responder's scheduler: aggregate tokens/s vs a single stream, with passage
     blocks off and on;
   * greedy-answer agreement with float32 transformers on demo questions (gold passages, our prompt builder);
@@ -30,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -131,22 +133,46 @@ def time_engine(engine: Any, prefix: Any, ids: list[int]) -> tuple[float, float]
 
 def time_blocks(responder: Any, passages: list[Any], question: str, mode: str) -> float:
     """TTFT of a prompt: every token prefilled (`prefilled`), or with passage blocks, its passages new to the store
-    (`new`: computed now, as blocks) or `stored`."""
+    (`new`: computed now, as blocks), `stored` in memory, or read from the store's folder on `disk` (as after a
+    restart, or once `bot serve` has prepared the knowledge base)."""
     from bot.contracts import Message, Turn
 
     served = responder._serving.fast
+    store = served.blocks
     ids, spans = responder._prompt(Turn((Message("user", question),)), passages)
+    folder = store.folder
+    if mode in ("new", "disk"):
+        store.clear()
     if mode == "new":
-        served.blocks.clear()
+        store.folder = None
+    try:
+        t = time.perf_counter()
+        cache = served.engine.new_cache(len(ids) + 1)
+        cache.copy_from(served.prefix)
+        if mode == "prefilled":
+            served.engine.prefill(ids[cache.length :], cache)
+        else:
+            placed = [(a, store.get(ids[a:b])) for a, b in spans]
+            served.engine.prefill_spliced(ids, cache, placed, served.recompute)
+        return time.perf_counter() - t
+    finally:
+        store.folder = folder
+
+
+def prepare_kb(responder: Any) -> tuple[int, float, float]:
+    """Prepare the blocks of every demo knowledge-base chunk into the store's (empty) folder, as `bot serve` does
+    at start: (blocks, seconds, MB on disk)."""
+    from bot.config import load_settings
+    from finetune.retriever import corpus
+
+    store = responder._serving.fast.blocks
+    texts = [c.text for c in corpus(load_settings())]
     t = time.perf_counter()
-    cache = served.engine.new_cache(len(ids) + 1)
-    cache.copy_from(served.prefix)
-    if mode == "prefilled":
-        served.engine.prefill(ids[cache.length :], cache)
-    else:
-        placed = [(a, served.blocks.get(ids[a:b])) for a, b in spans]
-        served.engine.prefill_spliced(ids, cache, placed, served.recompute)
-    return time.perf_counter() - t
+    queued = responder.prepare(texts)
+    done = threading.Event()
+    responder._scheduler.when_idle(done.set)
+    done.wait()
+    return queued, time.perf_counter() - t, store.folder.size / 2**20
 
 
 class LlamaCpp:
@@ -291,11 +317,14 @@ def main() -> None:
         help="weight formats, BLOCKS[:HEAD][/torch] (e.g. none:int8; /torch: decode steps without the native step)",
     )
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--prepare-kb", action="store_true", help="time preparing every demo passage's block")
     parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
     args = parser.parse_args()
 
     import torch
 
+    from bot.contracts import Message, Turn
+    from plugins.responders.blocks import BlockFolder
     from plugins.responders.hf import HFResponder
 
     torch.set_num_threads(args.threads)
@@ -360,18 +389,33 @@ def main() -> None:
     cases = demo_cases(args.questions)
     default = HFResponder.Config().quantize
     best = fast.get(default) or next(iter(fast.values()))
-    if best._serving.fast.blocks is not None:  # passage blocks vs every token prefilled, alternately
+    store = best._serving.fast.blocks
+    if store is not None:  # passage blocks vs every token prefilled, alternately
         share = best.config.passage_recompute
         questions = [q for q, _ in cases]
         times: dict[str, list[float]] = {}
-        for i in range(args.repeats):
-            question = questions[i % len(questions)]
-            for mode, name in (("prefilled", "every token prefilled"), ("new", "passage blocks, passages new")):
-                times.setdefault(name, []).append(time_blocks(best, passages, question, mode))
-            other = f"Another customer: {question}"
-            time_blocks(best, passages[::-1], other, "stored")  # stored by a question quoting them in another order
-            stored = time_blocks(best, passages, question, "stored")
-            times.setdefault("passage blocks, passages stored", []).append(stored)
+        with tempfile.TemporaryDirectory(prefix="bench-blocks-") as folder:
+            store.folder = BlockFolder(Path(folder), 2**40)
+            if args.prepare_kb:
+                n, seconds, mb = prepare_kb(best)
+                print(f"\nprepared the blocks of {n} demo passages in {seconds:.1f} s, {mb:.0f} MB on disk")
+            ids_, spans = best._prompt(Turn((Message("user", questions[0]),)), passages)
+            for a, b in spans:  # on disk ahead, as bot serve prepares the knowledge base
+                store.prepare(ids_[a:b])
+            modes = (
+                ("prefilled", "every token prefilled"),
+                ("new", "passage blocks, passages new"),
+                ("disk", "passage blocks, passages on disk"),
+            )
+            for i in range(args.repeats):
+                question = questions[i % len(questions)]
+                for mode, name in modes:
+                    times.setdefault(name, []).append(time_blocks(best, passages, question, mode))
+                other = f"Another customer: {question}"
+                time_blocks(best, passages[::-1], other, "stored")  # stored by a question quoting them in another order
+                stored = time_blocks(best, passages, question, "stored")
+                times.setdefault("passage blocks, passages in memory", []).append(stored)
+            store.folder = None
         print(f"\npassage blocks ({best.config.quantize}, recompute {share:.0%}), {len(ids)}-token prompt, TTFT ms:")
         for name, xs in times.items():
             print(f"  {name:<36} {median(xs) * 1000:7.0f}")

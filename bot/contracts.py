@@ -179,6 +179,20 @@ class Adaptable(Protocol):
 
 
 @runtime_checkable
+class ChunkSource(Protocol):
+    """Optional: retrievers that can list the text of every passage they may return."""
+
+    def texts(self) -> list[str]: ...
+
+
+@runtime_checkable
+class Preparable(Protocol):
+    """Optional: responders that can do per-passage work ahead of the prompts quoting those passages."""
+
+    def prepare(self, texts: Sequence[str]) -> int: ...
+
+
+@runtime_checkable
 class Warmable(Protocol):
     """Optional: components that load heavy resources ahead of the first turn."""
 

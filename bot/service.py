@@ -15,11 +15,13 @@ from bot.config import DEFAULT_CONFIG, PluginSpec, Settings, load_settings
 from bot.config_file import save_sections
 from bot.contracts import (
     Adaptable,
+    ChunkSource,
     Indexed,
     InputGuard,
     Message,
     OutputGuard,
     PassageGuard,
+    Preparable,
     Reply,
     Turn,
     Warmable,
@@ -158,6 +160,19 @@ class Service:
         for part in (*p.input_guards, *p.passage_guards, *p.output_guards, p.retriever, p.responder):
             if isinstance(part, Warmable):
                 part.warm()
+
+    def prepare_passages(self) -> int:
+        """Hand every chunk of the serving index to the responder for its work ahead (the `hf` responder computes
+        their passage blocks when it is idle). Returns how many passages were queued; failures are logged, never
+        raised (this only costs speed)."""
+        p = self.pipeline
+        if not isinstance(p.responder, Preparable) or not isinstance(p.retriever, ChunkSource):
+            return 0
+        try:
+            return p.responder.prepare(p.retriever.texts())
+        except Exception:
+            log.exception("passages could not be prepared ahead")
+            return 0
 
     def apply(self, settings: Settings, actor: str) -> list[str]:
         """Switch to new settings live, reusing unchanged components; audit-logged. Returns what changed.

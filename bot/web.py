@@ -7,6 +7,7 @@ import contextlib
 import html
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -201,6 +202,8 @@ def serve(settings: Settings, host: str, port: int, config_path: Path | None = N
         port: port to listen on.
         config_path: the YAML file the settings came from; edits to it are applied live.
     """
-    app = create_app(Service.start(settings, config_path=config_path))
+    service = Service.start(settings, config_path=config_path)
+    threading.Thread(target=service.prepare_passages, name="servicebot-prepare", daemon=True).start()
+    app = create_app(service)
     print(f"{TITLE} is running at http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -93,6 +93,10 @@ class ChromaRetriever:
         """Open the serving version ahead of the first turn."""
         self.store.view()
 
+    def texts(self) -> list[str]:
+        """The text of every chunk the serving version can return (for work done ahead, like passage blocks)."""
+        return self.store.view().texts()
+
     def rebuild(
         self, source: Path | Sequence[Path], progress: ProgressFn | None = None, full: bool = False
     ) -> BuildReport:

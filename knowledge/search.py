@@ -111,6 +111,16 @@ class IndexView:
         allowed = self.allowed(filters)
         return self.lexical.search(query, n, None if allowed is None else allowed[1])
 
+    def texts(self, batch: int = 512) -> list[str]:
+        """The text of every live chunk (in manifest order within each segment)."""
+        out: list[str] = []
+        for seg, col in self.cols.items():
+            ids = [cid for cid, where in self.live.items() if where == seg]
+            for start in range(0, len(ids), batch):
+                got = col.get(ids=ids[start : start + batch], include=["documents"])  # type: ignore[list-item]
+                out += [d for d in got["documents"] or [] if d]
+        return out
+
     def fetch(self, ids: Sequence[str], vector: Sequence[float] | None = None) -> dict[str, Hit]:
         """Text, metadata and stored vector of live chunks by id, with their cosine to `vector` when given (else
         None)."""

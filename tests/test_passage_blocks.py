@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from bot.config import Settings
 from bot.contracts import Message, Passage, Turn
+from bot.registry import PluginContext
 from plugins.responders.engine import LlamaEngine
 from plugins.responders.hf import HFResponder
-from plugins.responders.prompt import build_messages, passage_spans
+from plugins.responders.prompt import build_messages, passage_piece, passage_spans
 
 PASSAGES = [
     Passage("a#0", "Reset your password in Settings > Security. The link is valid for 30 minutes.", 0.9),
@@ -24,8 +27,9 @@ def turn(text: str, *history: Message) -> Turn:
     return Turn((*history, Message("user", text)))
 
 
-def responder(model: Path, **kw: Any) -> HFResponder:
-    r = HFResponder(HFResponder.Config(model=str(model), quantize="none", max_new_tokens=12, **kw))
+def responder(model: Path, data_dir: Path | None = None, **kw: Any) -> HFResponder:
+    ctx = PluginContext(Settings(data_dir=data_dir)) if data_dir is not None else None
+    r = HFResponder(HFResponder.Config(model=str(model), quantize="none", max_new_tokens=12, **kw), ctx)
     r.warm()
     return r
 
@@ -39,6 +43,8 @@ def test_spans_cover_each_passage_text_from_the_space_before_it() -> None:
     rendered = "<s>user\n" + build_messages(turn("q"), passages)[-1]["content"] + "</s>"
     spans = passage_spans(rendered, passages)
     assert [rendered[a:b] for a, b in spans] == [" " + PASSAGES[0].text, " " + PASSAGES[1].text, "Indented text."]
+    assert [passage_piece(p.text) for p in passages if p.text.strip()] == [rendered[a:b] for a, b in spans]
+    assert passage_piece("  ") == ""
     assert passage_spans("a template that rewrote the text", PASSAGES) == []
     assert passage_spans(rendered, []) == []
 
@@ -156,3 +162,100 @@ async def test_a_passage_starting_like_one_in_an_earlier_prompt_is_still_spliced
     # computed, none skipped), so the answer is the one a fresh store gives.
     assert store.misses == 2
     assert await answer(r, "and now?", [alike]) == await answer(responder(tiny_llama), "and now?", [alike])
+
+
+def idle(r: HFResponder) -> None:
+    """Wait until the responder's scheduler has run every queued chore."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while r._scheduler.chores and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done = threading.Event()
+    r._scheduler.when_idle(done.set)
+    assert done.wait(60)
+
+
+async def test_blocks_kept_on_disk_serve_a_restarted_responder_with_the_same_answers(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    first = responder(tiny_llama, tmp_path)
+    want = await answer(first, "where is my parcel?", PASSAGES)
+    assert first._serving.fast.blocks.misses == 3  # type: ignore[union-attr]
+    files = list((tmp_path / "blocks").glob("*/*.npz"))
+    assert len(files) == 3
+    again = responder(tiny_llama, tmp_path)  # a restart: nothing in memory, the blocks come from disk
+    assert await answer(again, "where is my parcel?", PASSAGES[::-1]) == await answer(
+        responder(tiny_llama), "where is my parcel?", PASSAGES[::-1]
+    )
+    store = again._serving.fast.blocks  # type: ignore[union-attr]
+    assert (store.loads, store.misses) == (3, 0)
+    # Another system prompt computes its blocks in another folder: they are never mixed.
+    other = responder(tiny_llama, tmp_path, system_prompt="Answer briefly from the passages.")
+    await answer(other, "where is my parcel?", PASSAGES[:1])
+    assert other._serving.fast.blocks.misses == 1  # type: ignore[union-attr]
+    assert len(list((tmp_path / "blocks").iterdir())) == 2
+    # A damaged file is computed again (and the answer stays the same).
+    for f in files:
+        f.write_bytes(b"not a block")
+    broken = responder(tiny_llama, tmp_path)
+    assert await answer(broken, "where is my parcel?", PASSAGES) == want
+    assert broken._serving.fast.blocks.misses == 3  # type: ignore[union-attr]
+
+
+async def test_prepared_passages_are_computed_when_idle_and_then_only_spliced(tiny_llama: Path, tmp_path: Path) -> None:
+    r = responder(tiny_llama, tmp_path)
+    assert r.prepare([p.text for p in PASSAGES] + [PASSAGES[0].text, "   "]) == 3  # duplicates and blanks skipped
+    idle(r)
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store.misses == 0 and store.count == 0  # prepared blocks go to disk, not into the memory in use
+    assert len(list((tmp_path / "blocks").glob("*/*.npz"))) == 3
+    got = await answer(r, "my camera is offline", PASSAGES[1:])
+    assert (store.loads, store.misses) == (2, 0)
+    assert got == await answer(responder(tiny_llama), "my camera is offline", PASSAGES[1:])
+    assert r.prepare([p.text for p in PASSAGES]) == 3
+    idle(r)
+    assert len(list((tmp_path / "blocks").glob("*/*.npz"))) == 3  # already stored: nothing computed again
+    assert responder(tiny_llama, tmp_path, prepare_passages=False).prepare([PASSAGES[0].text]) == 0
+
+
+async def test_without_a_disk_folder_prepared_blocks_fill_memory_only_up_to_its_budget(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)  # no data dir: memory only
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None and store.folder is None
+    store.budget = 1  # the first block fills it
+    r.prepare([p.text for p in PASSAGES])
+    idle(r)
+    assert store.count == 1
+    await answer(r, "where is my parcel?", PASSAGES[:1])
+    assert (store.hits, store.misses) == (1, 0)
+
+
+def test_a_service_prepares_the_blocks_of_every_chunk_in_its_index(tiny_llama: Path, tmp_path: Path) -> None:
+    from conftest import DEMO
+
+    from bot.config import GuardsSettings, KnowledgeSettings, PluginSpec
+    from bot.service import Service
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("reset-password.md", "camera-offline.md"):
+        (kb / name).write_text((DEMO / "articles" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        responder=PluginSpec(name="hf", config={"model": str(tiny_llama), "max_new_tokens": 4}),
+        guards=GuardsSettings(input=[]),
+        knowledge=KnowledgeSettings(source=kb),
+    )
+    service = Service.start(settings, warm=False)
+    service.index.rebuild(kb)
+    texts = service.pipeline.retriever.texts()  # type: ignore[attr-defined]
+    assert len(texts) == service.index.status()["chunks"] and all(texts)
+    assert service.prepare_passages() == len({passage_piece(t) for t in texts})
+    r = service.pipeline.responder
+    assert isinstance(r, HFResponder)
+    idle(r)
+    assert len(list((tmp_path / "data" / "blocks").glob("*/*.npz"))) == len({passage_piece(t) for t in texts})
+    reply = service.ask_messages([Message("user", "How do I reset my password?")])
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert reply.answer and store.loads >= 1 and store.misses == 0  # every passage quoted came from disk

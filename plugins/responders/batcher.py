@@ -101,6 +101,7 @@ class Scheduler:
         self._active: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._chores: deque[Callable[[], object]] = deque()
         self.peak = 0  # the largest batch decoded so far (for tests and benchmarks)
 
     @property
@@ -108,25 +109,51 @@ class Scheduler:
         """How many sequences hold a slot now."""
         return len(self._active)
 
+    @property
+    def chores(self) -> int:
+        """How many background chores wait for an idle moment."""
+        return len(self._chores)
+
     def submit(self, request: Request) -> None:
         """Queue a request; its deltas arrive through `request.emit`. Set `request.cancelled` to drop it."""
         with self._wake:
             self._pending.append(request)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="servicebot-decode", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            self._wake_thread()
+
+    def when_idle(self, chore: Callable[[], object]) -> None:
+        """Run `chore` on the scheduler thread when no request is waiting or generating (one chore at a time, so a
+        request arriving meanwhile waits at most for the chore under way). A chore that fails is logged."""
+        with self._wake:
+            self._chores.append(chore)
+            self._wake_thread()
+
+    def _wake_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="servicebot-decode", daemon=True)
+            self._thread.start()
+        self._wake.notify()
 
     def _run(self) -> None:
         while True:  # `admit` is rebound before each wait's end, so no finished request stays referenced
             with self._wake:
                 admit: list[Request] = []
+                chore = None
                 while not self._pending and not self._active:
-                    if not self._wake.wait(timeout=IDLE_S) and not self._pending:
+                    if self._chores:
+                        chore = self._chores.popleft()
+                        break
+                    if not self._wake.wait(timeout=IDLE_S) and not self._pending and not self._chores:
                         self._thread = None  # idle: let the thread go; the next submit starts another
                         return
                 while self._pending and len(self._active) + len(admit) < self.max_batch:
                     admit.append(self._pending.popleft())
+            if chore is not None:
+                try:
+                    with torch.inference_mode():
+                        chore()
+                except Exception:  # background work never stops the scheduler
+                    log.exception("background chore failed")
+                continue
             self._tick(admit)
 
     def _tick(self, admit: list[Request]) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import json
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,11 +20,22 @@ from bot.contracts import Message, Passage, Turn
 from bot.errors import PluginError
 from plugins.responders import adapters
 from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
-from plugins.responders.blocks import PassageBlocks
+from plugins.responders.blocks import BlockFolder, PassageBlocks
 from plugins.responders.engine import LlamaEngine, supports
 from plugins.responders.model_cache import resolve
-from plugins.responders.prompt import SYSTEM, build_messages, passage_spans
+from plugins.responders.prompt import SYSTEM, build_messages, passage_piece, passage_spans
 from plugins.responders.textstream import TextStream
+
+log = logging.getLogger(__name__)
+BLOCK_FORMAT = 1  # raised when the engine's keys or values change meaning, so old block folders are not read
+
+
+def _identity(path: Path) -> Any:
+    """A model or adapter as its folder and the size and modification time of each file in it (or the name)."""
+    if not path.is_dir():
+        return str(path)
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+    return [str(path.resolve()), files]
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,12 @@ class HFResponder:
         # The share of a prompt's spliced passage tokens computed again, those whose values change most once the
         # passages before them are seen (1 = all: the same answers as without blocks, at no gain in speed).
         passage_recompute: float = Field(default=0.15, ge=0.0, le=1.0)
+        # Blocks are also kept on disk under <data_dir>/blocks (one folder per model, adapter and system prompt), so
+        # they outlive restarts and are shared by replicas; MB the folder may hold (0 = memory only).
+        passage_disk_mb: int = Field(default=2048, ge=0)
+        # `bot serve` hands every chunk of the knowledge index to the responder at start; their blocks are computed
+        # while no customer is waiting (a request arriving meanwhile waits for at most one passage's computation).
+        prepare_passages: bool = True
         stop: list[str] = []
         timeout_s: float = Field(default=60.0, gt=0)
 
@@ -74,6 +95,8 @@ class HFResponder:
         self.config = config
         settings = getattr(ctx, "settings", None)
         self._root = adapters.adapters_root(getattr(settings, "data_dir", None))
+        data_dir = getattr(settings, "data_dir", None)
+        self._block_root = Path(data_dir) / "blocks" if data_dir is not None else None
         self._base: Any = None
         self._tok: Any = None
         self._serving: _Serving | None = None
@@ -143,10 +166,10 @@ class HFResponder:
             engine.prefill(prefix_ids, prefix)
             fast.prefix = prefix
             if self.config.passage_cache_mb > 0:
-                fast.blocks = self._blocks(engine, prefix)
+                fast.blocks = self._blocks(engine, prefix, adapter)
         return _Serving(None, fast, adapter, method)
 
-    def _blocks(self, engine: LlamaEngine, prefix: Any) -> PassageBlocks | None:
+    def _blocks(self, engine: LlamaEngine, prefix: Any, adapter: Path | None) -> PassageBlocks | None:
         """The passage-block store, its blocks computed after the opening of a one-passage prompt."""
         ids, spans = self._prompt(Turn((Message("user", "?"),)), [Passage("x", "x", 1.0)])
         lead = ids[: spans[0][0]] if spans else []
@@ -155,7 +178,48 @@ class HFResponder:
         context = engine.new_cache(len(lead))
         context.copy_from(prefix)
         engine.prefill(lead[prefix.length :], context)
-        return PassageBlocks(engine, context, self.config.passage_cache_mb * 2**20)
+        folder = None
+        if self._block_root is not None and self.config.passage_disk_mb > 0:
+            folder = BlockFolder(self._block_folder(lead, adapter), self.config.passage_disk_mb * 2**20)
+        return PassageBlocks(engine, context, self.config.passage_cache_mb * 2**20, folder)
+
+    def _block_folder(self, context: list[int], adapter: Path | None) -> Path:
+        """Where blocks computed after `context` with this model, adapter and weight format are kept on disk: the
+        folder's name hashes all of them (and each weight file's size and time), so blocks are never taken from
+        a model, adapter or system prompt they were not computed with."""
+        assert self._block_root is not None
+        what = {
+            "format": BLOCK_FORMAT,
+            "model": _identity(Path(resolve(self.config.model))),
+            "adapter": _identity(adapter) if adapter is not None else None,
+            "quantize": [self.config.quantize, self.config.head_quantize],
+            "context": context,
+        }
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+        return self._block_root / digest
+
+    def prepare(self, texts: Sequence[str]) -> int:
+        """Queue the passage blocks of these passage texts (a knowledge base's chunks) to be computed, and kept on
+        disk, whenever the engine is idle, so prompts quoting them skip their prefill from the first time.
+        Returns how many were queued (0 with passage blocks or `prepare_passages` off)."""
+        if not self.config.prepare_passages:
+            return 0
+        self.warm()
+        serving = self._serving
+        store = serving.fast.blocks if serving is not None and serving.fast is not None else None
+        if store is None:
+            return 0
+        pieces = [ids for ids in (self._encode(passage_piece(t)) for t in dict.fromkeys(texts)) if ids]
+        done = [0]
+
+        def compute(ids: list[int]) -> None:
+            if self._serving is serving and store.prepare(ids):  # skipped once another adapter serves
+                done[0] += 1
+
+        for ids in pieces:
+            self._scheduler.when_idle(functools.partial(compute, ids))
+        self._scheduler.when_idle(lambda: log.info("passage blocks prepared: %d computed now", done[0]))
+        return len(pieces)
 
     def _ids(self, messages: list[dict[str, str]], generation: bool = True) -> list[int]:
         enc = self._tok.apply_chat_template(messages, add_generation_prompt=generation, return_dict=True)

@@ -51,3 +51,12 @@ def passage_spans(rendered: str, passages: Sequence[Passage]) -> list[tuple[int,
             spans.append((start, first + len(visible)))
         at += len(p.text) + 2  # the blank line between passages
     return spans
+
+
+def passage_piece(text: str) -> str:
+    """The part of a passage's text a prompt's passage range covers (see `passage_spans`): its visible text, after
+    the space that precedes it when it starts without white space. Empty for a blank passage."""
+    visible = text.strip()
+    if not visible:
+        return ""
+    return " " + visible if text.startswith(visible) else visible
