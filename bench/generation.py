@@ -153,7 +153,7 @@ def time_blocks(responder: Any, passages: list[Any], question: str, mode: str) -
             served.engine.prefill(ids[cache.length :], cache)
         else:
             placed = [(a, store.get(ids[a:b])) for a, b in spans]
-            served.engine.prefill_spliced(ids, cache, placed, served.recompute)
+            served.engine.prefill_spliced(ids, cache, placed, served.recompute, store.context.tokens)
         return time.perf_counter() - t
     finally:
         store.folder = folder

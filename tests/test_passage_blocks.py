@@ -67,10 +67,12 @@ def test_prompt_cut_at_the_passages_has_the_same_tokens_as_the_whole_prompt(tiny
         assert off._prompt(turn("x"), passages)[1] == []  # off: no spans, every token prefilled
 
 
-def spliced(engine: LlamaEngine, prefix: Any, ids: list[int], blocks: list[Any], share: float) -> tuple[Any, Any]:
+def spliced(
+    engine: LlamaEngine, prefix: Any, ids: list[int], blocks: list[Any], share: float, context: Any = None
+) -> tuple[Any, Any]:
     cache = engine.new_cache(len(ids) + 1)
     cache.copy_from(prefix)
-    return engine.prefill_spliced(ids, cache, blocks, share), cache
+    return engine.prefill_spliced(ids, cache, blocks, share, context), cache
 
 
 def test_recomputing_every_spliced_token_equals_a_full_prefill(tiny_llama: Path) -> None:
@@ -97,6 +99,26 @@ def test_recomputing_every_spliced_token_equals_a_full_prefill(tiny_llama: Path)
     # The first passage was stored after the very context it has in this prompt: its keys agree at every layer.
     a, b = spans[0]
     assert torch.allclose(cache.keys[-1][:, a:b], exact.keys[-1][:, a:b], atol=2e-3)
+
+
+def test_a_block_placed_right_after_its_own_context_is_taken_as_it_is(tiny_llama: Path) -> None:
+    r = responder(tiny_llama)
+    fast = r._serving.fast  # type: ignore[union-attr]
+    assert fast is not None and fast.prefix is not None and fast.blocks is not None
+    engine, context = fast.engine, fast.blocks.context.tokens
+    for history, exact in (((), True), ((Message("user", "hi"), Message("assistant", "Hello!")), False)):
+        ids, spans = r._prompt(turn("where is my parcel?", *history), PASSAGES[:1])
+        (a, b), block = spans[0], fast.blocks.get(ids[spans[0][0] : spans[0][1]])
+        full = engine.new_cache(len(ids) + 1)
+        full.copy_from(fast.prefix)
+        want = engine.prefill(ids[fast.prefix.length :], full)
+        got, cache = spliced(engine, fast.prefix, ids, [(a, block)], 0.15, context)
+        # The first passage of a prompt without history follows exactly the context its block was computed
+        # after: its keys and values are used as stored (not even the first layer runs on them again).
+        assert torch.equal(cache.values[0][:, a:b], block.values[0].float()) == exact
+        assert (a == block.origin) == exact
+        assert torch.allclose(got, want, atol=1e-2)  # the same prompt either way, to float16 precision
+        assert int(got.argmax()) == int(want.argmax())
 
 
 def test_a_block_that_does_not_fit_the_prompt_is_refused(tiny_llama: Path) -> None:

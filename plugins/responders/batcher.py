@@ -195,8 +195,8 @@ class Scheduler:
             cache.copy_from(start, n)
             model.reused += n
         placed = [(a, store.get(ids[a:b])) for a, b in request.spans if a >= n] if store is not None else []
-        if placed:
-            logits = engine.prefill_spliced(ids, cache, placed, model.recompute)
+        if placed and store is not None:
+            logits = engine.prefill_spliced(ids, cache, placed, model.recompute, store.context.tokens)
             model.reused += sum(block.length for _, block in placed)
         else:
             logits = engine.prefill(ids[n:], cache)

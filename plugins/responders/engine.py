@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -191,14 +192,23 @@ class LlamaEngine:
 
     @torch.inference_mode()
     def prefill_spliced(
-        self, ids: list[int], cache: KVCache, blocks: list[tuple[int, KVBlock]], recompute: float = 0.0
+        self,
+        ids: list[int],
+        cache: KVCache,
+        blocks: list[tuple[int, KVBlock]],
+        recompute: float = 0.0,
+        context: Sequence[int] | None = None,
     ) -> Tensor:
         """Complete the prompt `ids` (its first `cache.length` positions already in `cache`) from stored blocks.
 
         Each block's keys and values are copied in at its start position (keys turned to that position), and only
         the other tokens are computed, in one pass: each of them sees every position before it, blocks included.
-        A block's own tokens saw only the context it was computed in, not the passages before it here. The last
-        token of `ids` must not lie in a block. Returns the next-token logits (float32, [vocab]).
+        A block's own tokens saw only the context it was computed in, not the passages before it here; with
+        `recompute`, that share of the spliced tokens is computed again (see `_forward`). A block placed right
+        after the very `context` it was computed after (the blocks' common context, e.g. the first passage of a
+        prompt without history) saw exactly what it sees here: it is taken as it is, unless `recompute` is 1
+        (every token computed again). The last token of `ids` must not lie in a block. Returns the next-token
+        logits (float32, [vocab]).
 
         Raises:
             ValueError: the prompt would not fit in the cache, or a block does not fit the prompt.
@@ -208,20 +218,24 @@ class LlamaEngine:
             raise ValueError(f"{total} tokens do not fit a {cache.capacity}-token context.")
         live = torch.ones(total, dtype=torch.bool)
         live[:start] = False
+        exact = torch.zeros(total, dtype=torch.bool)
+        lead = list(context) if context is not None and recompute < 1 else None
         for at, block in blocks:
             end = at + block.length
             if at < start or end >= total or not bool(live[at:end].all()):
                 raise ValueError(f"A stored block does not fit positions {at}..{end} of a {total}-token prompt.")
             live[at:end] = False
+            exact[at:end] = at == block.origin and lead is not None and ids[:at] == lead
             cos, sin = self._turn(at - block.origin)
             for layer in range(len(self.layers)):
                 k = block.keys[layer].float()
                 cache.keys[layer][:, at:end] = k * cos + _rotate_half(k) * sin
                 cache.values[layer][:, at:end] = block.values[layer]
-        if recompute > 0:  # every position goes through the first layer; the most changed stored ones go on
-            positions = torch.arange(start, total)
-            x = F.embedding(torch.tensor([ids[start:]]), self.embed)
-            out = self._forward(x, [cache], positions[None, :], ~live[start:], recompute)
+        if recompute > 0:  # the other stored positions go through the first layer; the most changed ones go on
+            positions = start + (~exact[start:]).nonzero()[:, 0]
+            x = F.embedding(torch.tensor([ids])[:, positions], self.embed)
+            extra = round(recompute * int((~live[start:]).sum()))  # of every spliced token, exact blocks too
+            out = self._forward(x, [cache], positions[None, :], ~live[positions], extra)
         else:
             positions = live.nonzero()[:, 0]
             x = F.embedding(torch.tensor([ids])[:, positions], self.embed)
@@ -252,12 +266,12 @@ class LlamaEngine:
         return out
 
     def _forward(
-        self, x: Tensor, caches: list[KVCache], positions: Tensor, stored: Tensor | None = None, share: float = 0.0
+        self, x: Tensor, caches: list[KVCache], positions: Tensor, stored: Tensor | None = None, extra: int = 0
     ) -> Tensor:
         """Run the layers on `x` ([batch, steps, hidden]) at `positions`, writing keys and values into the caches.
 
         `stored` (a prefill of one sequence only) marks the rows whose keys and values were spliced in from stored
-        blocks: they are computed through the first layer, and then only the `share` of them whose second-layer
+        blocks: they are computed through the first layer, and then only the `extra` of them whose second-layer
         values differ most from the stored ones go on with the other rows (the rest keep their stored values).
         """
         batch, steps, _ = x.shape
@@ -279,7 +293,7 @@ class LlamaEngine:
                 fresh = qkv[0, :, (nh + nkv) * hd :].view(steps, nkv, hd)
                 drift = (fresh - caches[0].values[i][:, spots].transpose(0, 1)).square().sum((1, 2))
                 drift[~stored] = float("inf")  # the prompt's own tokens always go on
-                chosen = drift.topk(int((~stored).sum()) + round(share * int(stored.sum()))).indices.sort().values
+                chosen = drift.topk(min(steps, int((~stored).sum()) + extra)).indices.sort().values
                 x, qkv, cos, sin = x[:, chosen], qkv[:, chosen], cos[:, chosen], sin[:, chosen]
                 spots, mask, steps = spots[chosen], mask[chosen], len(chosen)
                 starts = [total - steps]
