@@ -182,7 +182,9 @@ class Adaptable(Protocol):
 class ChunkSource(Protocol):
     """Optional: retrievers that can list the text of every passage they may return."""
 
-    def texts(self) -> list[str]: ...
+    def version(self) -> str: ...
+
+    def texts(self) -> tuple[str, list[str]]: ...
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,7 @@ class Service:
     config_path: Path | None = None
     records: Records | None = None
     _stamp: float = field(default=0.0, repr=False)
+    _prepared_for: str = field(default="", repr=False)  # the index version whose passages were last prepared
 
     @classmethod
     def start(cls, settings: Settings, warm: bool = True, config_path: Path | None = None) -> Service:
@@ -163,16 +165,33 @@ class Service:
 
     def prepare_passages(self) -> int:
         """Hand every chunk of the serving index to the responder for its work ahead (the `hf` responder computes
-        their passage blocks when it is idle). Returns how many passages were queued; failures are logged, never
-        raised (this only costs speed)."""
+        their passage blocks when it is idle), and again, from the next turn on, whenever a rebuild or rollback
+        switches the serving version. Returns how many passages were queued; failures are logged, never raised
+        (this only costs speed)."""
         p = self.pipeline
         if not isinstance(p.responder, Preparable) or not isinstance(p.retriever, ChunkSource):
             return 0
         try:
-            return p.responder.prepare(p.retriever.texts())
+            version, texts = p.retriever.texts()
+            self._prepared_for = version
+            return p.responder.prepare(texts)
         except Exception:
             log.exception("passages could not be prepared ahead")
             return 0
+
+    def _follow_index(self) -> None:
+        """Prepare the passages of a version the index switched to since they were last prepared (in the
+        background: a stored block is skipped, so only new or changed chunks are computed)."""
+        retriever = self.pipeline.retriever
+        if not self._prepared_for or not isinstance(retriever, ChunkSource):
+            return
+        try:
+            version = retriever.version()
+        except Exception:  # no index at the moment: the turn itself says so
+            return
+        if version != self._prepared_for:
+            self._prepared_for = version
+            threading.Thread(target=self.prepare_passages, name="servicebot-prepare", daemon=True).start()
 
     def apply(self, settings: Settings, actor: str) -> list[str]:
         """Switch to new settings live, reusing unchanged components; audit-logged. Returns what changed.
@@ -313,6 +332,7 @@ class Service:
         `admit` is the web app's gate on turns answering at once (see `Admission`).
         """
         self.maybe_reload()
+        self._follow_index()
         turn = self.turn(messages, session_id)
         async for event in stream_turn(turn, self.pipeline, admit):
             if isinstance(event, Reply) and event.handoff and self.records is not None:

@@ -93,9 +93,15 @@ class ChromaRetriever:
         """Open the serving version ahead of the first turn."""
         self.store.view()
 
-    def texts(self) -> list[str]:
-        """The text of every chunk the serving version can return (for work done ahead, like passage blocks)."""
-        return self.store.view().texts()
+    def version(self) -> str:
+        """The serving version (following the alias)."""
+        return self.store.view().version
+
+    def texts(self) -> tuple[str, list[str]]:
+        """The serving version and the text of every chunk it can return (for work done ahead, like passage
+        blocks)."""
+        view = self.store.view()
+        return view.version, view.texts()
 
     def rebuild(
         self, source: Path | Sequence[Path], progress: ProgressFn | None = None, full: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +189,6 @@ async def test_a_passage_starting_like_one_in_an_earlier_prompt_is_still_spliced
 
 def idle(r: HFResponder) -> None:
     """Wait until the responder's scheduler has run every queued chore."""
-    import time
-
     deadline = time.monotonic() + 60
     while r._scheduler.chores and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -271,13 +270,26 @@ def test_a_service_prepares_the_blocks_of_every_chunk_in_its_index(tiny_llama: P
     )
     service = Service.start(settings, warm=False)
     service.index.rebuild(kb)
-    texts = service.pipeline.retriever.texts()  # type: ignore[attr-defined]
+    version, texts = service.pipeline.retriever.texts()  # type: ignore[attr-defined]
     assert len(texts) == service.index.status()["chunks"] and all(texts)
     assert service.prepare_passages() == len({passage_piece(t) for t in texts})
     r = service.pipeline.responder
     assert isinstance(r, HFResponder)
     idle(r)
-    assert len(list((tmp_path / "data" / "blocks").glob("*/*.npz"))) == len({passage_piece(t) for t in texts})
+    folder = tmp_path / "data" / "blocks"
+    assert len(list(folder.glob("*/*.npz"))) == len({passage_piece(t) for t in texts})
     reply = service.ask_messages([Message("user", "How do I reset my password?")])
     store = r._serving.fast.blocks  # type: ignore[union-attr]
     assert reply.answer and store.loads >= 1 and store.misses == 0  # every passage quoted came from disk
+    # A rebuild adds a document; the next turn notices the switch and its chunks are prepared in the background.
+    article = (DEMO / "articles" / "track-order.md").read_text(encoding="utf-8")
+    (kb / "track-order.md").write_text(article, encoding="utf-8")
+    service.index.rebuild(kb)
+    _, now = service.pipeline.retriever.texts()  # type: ignore[attr-defined]
+    added = {passage_piece(t) for t in now} - {passage_piece(t) for t in texts}
+    assert added
+    service.ask_messages([Message("user", "Where is my parcel?")])
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("*/*.npz"))) < len({passage_piece(t) for t in now}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(folder.glob("*/*.npz"))) == len({passage_piece(t) for t in now})
