@@ -3,6 +3,8 @@ embedder) and
 re-indexing one changed document in a 10,000-chunk index.
 
 Usage: python bench/index_throughput.py [--full-chunks 600] [--index-chunks 10000] [--repeats 3]
+       [--static-model var/embedders/kestrel-static] [--no-one-change]
+`--static-model` adds a row for a table tuned by `bot finetune retriever --embedder static` (its folder).
 Baselines in the same run: the embedding model alone on the same texts; a rebuild with nothing changed.
 """
 
@@ -86,6 +88,8 @@ def main() -> None:
     parser.add_argument("--full-chunks", type=int, default=600)
     parser.add_argument("--index-chunks", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--static-model", default=None, help="a tuned static table's folder: one more row")
+    parser.add_argument("--no-one-change", action="store_true", help="skip the 10,000-chunk re-index")
     args = parser.parse_args()
     real = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config())
     full_build(real, "real MiniLM, int8 (default)", args.full_chunks, args.repeats)
@@ -94,7 +98,11 @@ def main() -> None:
     full_build(
         StaticEmbedder(StaticEmbedder.Config()), "static (distilled from MiniLM)", args.full_chunks, args.repeats
     )
-    one_change(real, args.index_chunks, args.repeats)
+    if args.static_model:
+        tuned = StaticEmbedder(StaticEmbedder.Config(model=args.static_model))
+        full_build(tuned, f"static, tuned ({tuned.id})", args.full_chunks, args.repeats)
+    if not args.no_one_change:
+        one_change(real, args.index_chunks, args.repeats)
 
 
 if __name__ == "__main__":

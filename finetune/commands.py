@@ -75,8 +75,15 @@ def data(
 @finetune_app.command("retriever")
 @friendly
 def retriever(
-    name: Annotated[str, typer.Option(help="Saved as <data_dir>/embedders/NAME.")] = "kestrel-minilm",
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    embedder: Annotated[str, typer.Option(help="minilm (the transformer) or static (its token table).")] = "minilm",
+    name: Annotated[
+        str | None, typer.Option(help="Saved as <data_dir>/embedders/NAME (kestrel-minilm / kestrel-static).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default 3 (minilm) or 1 (static).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0, help="Default 2e-5 (minilm) or 3e-3 (static).")] = None,
+    distil_steps: Annotated[
+        int, typer.Option(min=0, help="static: batches fitting the table to MiniLM's vectors first.")
+    ] = 300,
     tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.05,
     hard_negatives: Annotated[int, typer.Option(min=0, help="Mined hard negatives per query.")] = 2,
     headings: Annotated[bool, typer.Option(help="Also train 'title: section' queries on every chunk.")] = True,
@@ -89,15 +96,25 @@ def retriever(
     """Contrastive (InfoNCE) tuning of the embedder; recall@5 and MRR on held-out questions before and after."""
     from finetune.retriever import RetrieverConfig, tune
 
+    if embedder not in ("minilm", "static"):
+        raise ServicebotError("--embedder must be 'minilm' or 'static'.")
     cfg = RetrieverConfig(
-        name=name, epochs=epochs, tau=tau, hard_negatives=hard_negatives, qa_file=qa, headings=headings
+        embedder=embedder,  # type: ignore[arg-type]  # checked above
+        name=name,
+        epochs=epochs,
+        lr=lr,
+        distil_steps=distil_steps,
+        tau=tau,
+        hard_negatives=hard_negatives,
+        qa_file=qa,
+        headings=headings,
     )
-    bar, update = _progress(f"Tuning embedder '{name}'")
+    bar, update = _progress(f"Tuning {embedder} embedder '{cfg.name}'")
     with bar:
         report = tune(_settings(config), cfg, update)
     print(json.dumps(report, indent=None if as_json else 2))
     if not as_json:
-        print(f"Use it with `embedder: {{name: minilm, config: {{model: {name}}}}}`, then `bot index rebuild`.")
+        print(f"Use it with `embedder: {{name: {embedder}, config: {{model: {cfg.name}}}}}`, then `bot index rebuild`.")
 
 
 @friendly

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.config import Settings
 from bot.errors import ServicebotError
@@ -23,19 +23,31 @@ from finetune.store import save_atomically
 
 
 class RetrieverConfig(BaseModel):
-    """One retriever-tuning run."""
+    """One retriever-tuning run; `name`, `epochs` and `lr` default by embedder (MiniLM: 3 epochs at 2e-5; a static
+    table: 1 epoch at 3e-3, after `distil_steps` of fitting it to MiniLM's sentence vectors)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "kestrel-minilm"
-    base: str = "default"  # the embedder to start from: default (all-MiniLM-L6-v2) or a local folder
+    embedder: Literal["minilm", "static"] = "minilm"
+    name: str | None = None  # kestrel-minilm / kestrel-static
+    base: str = "default"  # the embedder to start from: default, a local folder, or (static) a tuned table's name
     qa_file: Path = Path("knowledge/demo/qa.jsonl")  # its train split gives the queries; held-out only evaluates
     seed: int = 7
-    epochs: int = Field(default=3, ge=1)
-    lr: float = Field(default=2e-5, gt=0)
+    epochs: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    distil_steps: int = Field(default=300, ge=0)  # static only: batches of 256 texts fitted to MiniLM's vectors
+    distil_lr: float = Field(default=3e-3, gt=0)
     batch_size: int = Field(default=16, ge=2)
     tau: float = Field(default=0.05, gt=0)  # InfoNCE temperature
     hard_negatives: int = Field(default=2, ge=0)  # per query, mined with the base model
     headings: bool = True  # also "title: section" -> chunk pairs (knowledge-augmented queries)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> RetrieverConfig:
+        static = self.embedder == "static"
+        self.name = self.name or ("kestrel-static" if static else "kestrel-minilm")
+        self.epochs = self.epochs or (1 if static else 3)
+        self.lr = self.lr or (3e-3 if static else 2e-5)
+        return self
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,8 @@ def info_nce(model: Any, batch: Sequence[Pair], chunks: Sequence[Any], tau: floa
 def tune(
     settings: Settings, cfg: RetrieverConfig, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """Tune the embedder, report recall@5 and MRR on held-out questions before and after, save it with a card.
+    """Tune the embedder (MiniLM, or a static token table: `cfg.embedder`), report recall@5 and MRR on held-out
+    questions before and after, and save it with a card in `<data_dir>/embedders/<name>`.
 
     Raises:
         ServicebotError: no chunks, or no training question.
@@ -147,6 +160,7 @@ def tune(
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from finetune.static_retriever import distil, distil_texts, save_table, static_model
     from knowledge.embedder import default_model_path
 
     rows = read_jsonl(cfg.qa_file, _qa_check, strict=True)
@@ -155,13 +169,37 @@ def tune(
     if not train:
         raise ServicebotError(f"{cfg.qa_file} has no training questions (split: train).")
     torch.manual_seed(cfg.seed)
-    model = SentenceTransformer(str(default_model_path()) if cfg.base == "default" else cfg.base, device="cpu")
+    static = cfg.embedder == "static"
+    if static:
+        model = static_model(cfg.base, settings)
+    else:
+        model = SentenceTransformer(str(default_model_path()) if cfg.base == "default" else cfg.base, device="cpu")
     chunks = corpus(settings)
+    data = hashlib.sha256(json.dumps([train, [c.text for c in chunks]], sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.epochs is not None and cfg.name is not None and cfg.lr is not None  # filled by _defaults
+    steps, done = (
+        (cfg.distil_steps if static else 0) + cfg.epochs * -(-_pair_count(chunks, train, cfg) // cfg.batch_size),
+        0,
+    )
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, steps)
+
     before = {"heldout": rank_eval(model, chunks, heldout), "train": rank_eval(model, chunks, train)}
+    stages: dict[str, Any] = {}
+    if static and cfg.distil_steps:
+        texts = distil_texts(chunks, [r["question"] for r in train], cfg.seed)
+        stages["distil"] = distil(model, texts, cfg.distil_steps, cfg.distil_lr, cfg.seed, tick)
+        stages["distil"]["metrics"] = {
+            "heldout": rank_eval(model, chunks, heldout),
+            "train": rank_eval(model, chunks, train),
+        }
     pairs = build_pairs(model, chunks, train, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    steps = cfg.epochs * -(-len(pairs) // cfg.batch_size)
-    rng, done, t0, losses = random.Random(cfg.seed), 0, time.perf_counter(), []
+    rng, t0, losses = random.Random(cfg.seed), time.perf_counter(), []
     model.train()
     for _ in range(cfg.epochs):
         order = rng.sample(pairs, len(pairs))
@@ -171,29 +209,41 @@ def tune(
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            done += 1
-            if progress:
-                progress(done, steps)
+            tick()
     seconds = time.perf_counter() - t0
     model.eval()
     after = {"heldout": rank_eval(model, chunks, heldout), "train": rank_eval(model, chunks, train)}
-    fingerprint = hashlib.sha256(json.dumps([cfg.model_dump_json(), len(pairs), losses]).encode()).hexdigest()[:12]
+    fingerprint = hashlib.sha256(json.dumps([cfg.model_dump_json(), data, len(pairs), losses]).encode()).hexdigest()[
+        :12
+    ]
     card = {
         "name": cfg.name,
+        "kind": cfg.embedder,
         "base": cfg.base,
         "fingerprint": fingerprint,
+        "data": data,
         "seed": cfg.seed,
         "pairs": len(pairs),
         "chunks": len(chunks),
         "config": json.loads(cfg.model_dump_json()),
         "train_s": round(seconds, 1),
         "loss": {"first": round(losses[0], 4), "last": round(losses[-1], 4)},
+        "stages": stages,
         "metrics": {"before": before, "after": after, "note": "vector search only, document level"},
     }
 
     def write(folder: Path) -> None:
-        model.save(str(folder))
+        if static:
+            save_table(model, model.source, folder)
+        else:
+            model.save(str(folder))
         (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
     target = save_atomically(settings.data_dir / "embedders" / cfg.name, write)
     return {**card, "embedder": str(target)}
+
+
+def _pair_count(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> int:
+    """How many pairs `build_pairs` will make (for the progress bar, before the model has mined negatives)."""
+    ids = {ch.doc_id for ch in chunks}
+    return sum(1 for r in train if ids & set(r["article_ids"])) + (len(chunks) if cfg.headings else 0)

@@ -11,7 +11,9 @@ demo articles and our own safety sentences by `python -m knowledge.static_embedd
 so the table never changes when a knowledge base does.
 
 Retrieval quality is below the transformer's (see the README's figures): use it where indexing speed
-matters more, with `mode: hybrid` so BM25 covers what the static vectors miss.
+matters more, with `mode: hybrid` so BM25 covers what the static vectors miss. `bot finetune retriever --embedder
+static` tunes a table on a knowledge base (finetune/static_retriever.py); `model: <name>` then loads that table
+(`TABLE` in `<data_dir>/embedders/<name>/`) instead of distilling one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from knowledge.embedder import _fingerprint, _tuned, default_model_path, model_c
 log = logging.getLogger(__name__)
 COUNTS = Path(__file__).with_name("token_counts.json")
 VERSION = "1"
+TABLE = "static_table.npy"  # a tuned table, saved beside its tokenizer and card
 
 
 def _cache_dir() -> Path:
@@ -103,6 +106,23 @@ def _cached(file: Path, make: Callable[[], np.ndarray]) -> np.ndarray:
     return array
 
 
+def load_table(file: Path, vocabulary: int) -> np.ndarray:
+    """A tuned token table, checked against its tokenizer's vocabulary.
+
+    Raises:
+        PluginError: unreadable, or not one row per token.
+    """
+    try:
+        table = np.load(file)
+    except (OSError, ValueError) as exc:
+        raise PluginError(f"The static table {file} could not be read: {exc}") from exc
+    if table.ndim != 2 or table.shape[0] < vocabulary:
+        raise PluginError(
+            f"The static table {file} has shape {table.shape}; it needs one row per token ({vocabulary})."
+        )
+    return table.astype(np.float32, copy=False)
+
+
 class StaticEmbedder:
     """Token-table embeddings distilled from a sentence-transformer (`model: default` is all-MiniLM-L6-v2)."""
 
@@ -122,13 +142,23 @@ class StaticEmbedder:
 
         path = Path(str(default_model_path()) if config.model == "default" else _tuned(config.model, ctx))
         if not path.is_dir():
-            raise PluginError(f"The static embedder needs a local sentence-transformer folder; '{path}' is not one.")
+            raise PluginError(
+                f"The static embedder needs a local sentence-transformer folder or a tuned table's name; '{path}' "
+                "is neither (`bot finetune retriever --embedder static --name NAME` saves one in "
+                "<data_dir>/embedders/NAME)."
+            )
         try:
             self._tok = AutoTokenizer.from_pretrained(path)
         except Exception as exc:
             raise PluginError(f"Tokenizer of '{path}' could not be loaded ({type(exc).__name__}).") from exc
+        self._max = config.max_tokens
         base = "all-MiniLM-L6-v2" if config.model == "default" else config.model
         tag = _fingerprint(path)
+        if (path / TABLE).is_file():  # a tuned table: its own dimension and weights, told apart by its card
+            self._table = load_table(path / TABLE, len(self._tok))
+            self.dimension = int(self._table.shape[1])
+            self.id = f"static-{base}{'@' + tag if tag else ''}-{self.dimension}"
+            return
         counts = hashlib.sha256(COUNTS.read_bytes()).hexdigest()[:8] if COUNTS.is_file() else "none"
         model_key = f"{VERSION}:{path.resolve()}:{tag}"
         key = f"{model_key}:{config.dimension}:{config.sif_a}:{counts}"
@@ -138,7 +168,6 @@ class StaticEmbedder:
         self._table = _cached(
             table, lambda: distill(_cached(raw, lambda: self._distil(path)), config.dimension, config.sif_a)
         )
-        self._max = config.max_tokens
         self.dimension = int(self._table.shape[1])
         self.id = f"static-{base}{'@' + tag if tag else ''}-{self.dimension}-{digest[:8]}"
 

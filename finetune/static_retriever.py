@@ -1,0 +1,150 @@
+"""Tuning a static embedder's token table: fit to MiniLM's sentence vectors on the knowledge base, then InfoNCE.
+
+The table is the parameter matrix: a text's vector is the mean of its tokens' rows (what `StaticEmbedder` computes),
+so both stages train exactly what indexing and search will use.
+
+1. *Distil* (no answers used): the table is mapped into the teacher's space by least squares, then fitted so each
+   text's token mean points where all-MiniLM-L6-v2's sentence vector does (cosine loss). The texts are the knowledge
+   base's chunks, sentences, "title: section" headings and short spans of its sentences (query-sized), plus the
+   train-split questions. Held-out questions are never seen.
+2. *Contrast*: the same knowledge-guided pairs, hard negatives and InfoNCE loss as the MiniLM tuning
+   (`finetune/retriever.py`), over the train split only.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.config import Settings
+from bot.errors import ServicebotError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def _table_module() -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    class StaticTable(torch.nn.Module):  # type: ignore[misc]
+        """A token table that trains like a SentenceTransformer (`encode`, `tokenize`, forward)."""
+
+        def __init__(self, table: np.ndarray, tokenizer: Any, max_tokens: int) -> None:
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.tensor(np.asarray(table, dtype=np.float32)))
+            self.tok, self.max_tokens = tokenizer, max_tokens
+
+        def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+            """Token ids laid out for `embedding_bag`, cut exactly as `StaticEmbedder` cuts them."""
+            rows = self.tok(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_tokens)
+            ids = [r or [self.tok.unk_token_id or 0] for r in rows["input_ids"]]
+            offsets = np.cumsum([0] + [len(r) for r in ids[:-1]])
+            return {"ids": torch.tensor([i for r in ids for i in r]), "offsets": torch.tensor(offsets)}
+
+        def mean(self, features: dict[str, Any]) -> Any:
+            return F.embedding_bag(features["ids"], self.table, features["offsets"], mode="mean")
+
+        def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+            return {"sentence_embedding": self.mean(features)}
+
+        def encode(self, texts: Sequence[str], batch_size: int = 64, **_: Any) -> Any:
+            """Unit vectors for `texts` as one tensor (what `rank_eval` and `build_pairs` ask of a model)."""
+            with torch.no_grad():
+                parts = [self.mean(self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+            return F.normalize(torch.cat(parts), dim=-1)
+
+    return StaticTable
+
+
+def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Path]:
+    """The table to start from and the folder of its tokenizer: `default` (distilled from all-MiniLM-L6-v2), or a
+    tuned static embedder's name or folder."""
+    from knowledge.embedder import default_model_path
+    from knowledge.static_embedder import TABLE, StaticEmbedder, load_table
+
+    if base == "default":
+        return StaticEmbedder(StaticEmbedder.Config())._table, default_model_path()
+    folder = settings.data_dir / "embedders" / base if "/" not in base else Path(base)
+    if not (folder / TABLE).is_file():
+        raise ServicebotError(f"No static table to start from at {folder} (base: default, or a tuned static name).")
+    from transformers import AutoTokenizer
+
+    return load_table(folder / TABLE, len(AutoTokenizer.from_pretrained(folder))), folder
+
+
+def distil_texts(chunks: Sequence[Any], questions: Sequence[str], seed: int, spans: int = 3) -> list[str]:
+    """What the table learns MiniLM's vectors on: chunks, their sentences and headings, query-sized spans (3 to 9
+    words) of those sentences, and the given (train-split) questions."""
+    rng = random.Random(seed)
+    sentences = [s.strip(" #-*") for c in chunks for s in re.split(r"(?<=[.!?])\s+|\n+", c.text)]
+    sentences = [s for s in sentences if len(s) > 20]
+    cut = []
+    for s in sentences:
+        words = s.split()
+        for _ in range(spans):
+            n = rng.randint(3, 9)
+            if len(words) > n:
+                start = rng.randint(0, len(words) - n)
+                cut.append(" ".join(words[start : start + n]))
+    headings = [f"{c.metadata.get('title', '')}: {c.metadata.get('section') or ''}".strip(": ") for c in chunks]
+    return list(dict.fromkeys([c.text for c in chunks] + sentences + headings + cut + list(questions)))
+
+
+def distil(
+    model: Any, texts: Sequence[str], steps: int, lr: float, seed: int, tick: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Map the table into the teacher's (all-MiniLM-L6-v2's) space, then fit each text's token mean to the teacher's
+    sentence vector (cosine loss, Adam, batches of 256). Returns the mean cosine to the teacher before and after."""
+    import torch
+    import torch.nn.functional as F
+    from sentence_transformers import SentenceTransformer
+
+    from knowledge.embedder import default_model_path
+
+    teacher = SentenceTransformer(str(default_model_path()), device="cpu")
+    target = teacher.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
+    features = model.tokenize(texts)
+    with torch.no_grad():
+        start = torch.linalg.lstsq(model.mean(features), target).solution  # a linear map: exact on a mean of rows
+        model.table.data = model.table.data @ start
+        before = F.cosine_similarity(model.mean(features), target).mean().item()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randperm(len(texts), generator=g)[:256].tolist()
+        out = model.mean(model.tokenize([texts[i] for i in pick]))
+        loss = (1 - F.cosine_similarity(out, target[pick])).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if tick:
+            tick()
+    with torch.no_grad():
+        after = F.cosine_similarity(model.mean(features), target).mean().item()
+    return {"cosine_before": round(before, 4), "cosine_after": round(after, 4), "texts": len(texts)}
+
+
+def save_table(model: Any, tokenizer_dir: Path, folder: Path) -> None:
+    """The table and the tokenizer files it indexes, so the folder is a self-contained static embedder."""
+    from knowledge.static_embedder import TABLE
+
+    np.save(folder / TABLE, model.table.detach().numpy().astype(np.float32))
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, folder / name)
+
+
+def static_model(base: str, settings: Settings) -> Any:
+    """The trainable table, started from `base` (the tokenizer folder is kept on it as `source`)."""
+    from transformers import AutoTokenizer
+
+    table, tokenizer_dir = base_table(base, settings)
+    model = _table_module()(table, AutoTokenizer.from_pretrained(tokenizer_dir), 512)
+    model.source = tokenizer_dir
+    return model

@@ -1,0 +1,120 @@
+"""Tuning a static embedder's token table on a tiny knowledge base: it learns, saves, loads by name, rebuilds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app, load_command_plugins
+from bot.config import PluginSpec, Settings
+from bot.errors import PluginError, ServicebotError
+from bot.registry import PluginContext, build
+from finetune.retriever import RetrieverConfig, tune
+from finetune.static_retriever import TOKENIZER_FILES
+from knowledge.embedder import default_model_path
+from knowledge.static_embedder import TABLE, StaticEmbedder
+
+ARTICLES = {
+    "passwords": (
+        "Reset your password",
+        "Open Settings, then Security, and tap Reset password. The link lasts 30 minutes.",
+    ),
+    "shipping": ("Shipping times", "Parcels leave our warehouse within two working days; tracking arrives by e-mail."),
+    "refunds": ("Refunds", "Return an item within 30 days and the refund reaches your card in five working days."),
+    "invoices": ("Invoices", "Download each invoice as a PDF from Billing, then Invoices, in your account."),
+}
+QUESTIONS = [
+    ("forgot my password, how do I change it", "passwords", "tap Reset password", "train"),
+    ("when will my parcel be shipped", "shipping", "within two working days", "train"),
+    ("how long until I get my money back", "refunds", "refund reaches your card", "train"),
+    ("where can I find a pdf of my bill", "invoices", "invoice as a PDF", "train"),
+    ("I cannot sign in any more", "passwords", "Reset password", "heldout"),
+    ("tracking number for my delivery", "shipping", "tracking arrives by e-mail", "heldout"),
+]
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    """Four articles, a QA file (four train questions, two held out) and a random 32-dimensional base table."""
+    root = tmp_path_factory.mktemp("static-kb")
+    (root / "kb").mkdir()
+    for doc, (title, body) in ARTICLES.items():
+        (root / "kb" / f"{doc}.md").write_text(f"---\nid: {doc}\ntitle: {title}\n---\n# {title}\n\n{body}\n")
+    rows = [
+        {"id": f"q{i}", "question": q, "article_ids": [d], "answer": a, "split": s}
+        for i, (q, d, a, s) in enumerate(QUESTIONS)
+    ]
+    (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = root / "data" / "embedders" / "random-base"
+    base.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        if (default_model_path() / name).is_file():
+            shutil.copy2(default_model_path() / name, base / name)
+    np.save(base / TABLE, np.random.default_rng(0).standard_normal((30522, 32)).astype(np.float32))
+    settings = Settings(data_dir=root / "data", responder={"name": "extractive"}, knowledge={"source": root / "kb"})
+    return settings, root / "qa.jsonl"
+
+
+def _cfg(qa: Path, **kw: Any) -> RetrieverConfig:
+    settings: dict[str, Any] = {"base": "random-base", "distil_steps": 40, "batch_size": 4} | kw
+    return RetrieverConfig(embedder="static", qa_file=qa, **settings)
+
+
+@pytest.fixture(scope="module")
+def tuned(kb: tuple[Settings, Path]) -> dict[str, Any]:
+    settings, qa = kb
+    return tune(settings, _cfg(qa, name="t", epochs=3))
+
+
+def test_tuning_the_table_improves_its_ranking_and_saves_a_card(kb: tuple[Settings, Path], tuned: dict) -> None:
+    settings, _ = kb
+    folder = settings.data_dir / "embedders" / "t"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["kind"] == "static" and card["base"] == "random-base" and card["fingerprint"] == tuned["fingerprint"]
+    assert len(card["data"]) == 16 and card["config"]["lr"] == 3e-3 and card["config"]["epochs"] == 3
+    distilled = card["stages"]["distil"]
+    assert distilled["cosine_after"] > distilled["cosine_before"]  # fitted towards MiniLM's sentence vectors
+    before, after = card["metrics"]["before"]["train"], card["metrics"]["after"]["train"]
+    assert after["mrr"] > before["mrr"] and after["mrr"] == 1.0
+    table = np.load(folder / TABLE)
+    assert table.shape == (30522, 384)  # mapped into MiniLM's space by the distillation stage
+
+
+def test_tuned_table_loads_by_name_indexes_and_its_id_carries_the_fingerprint(
+    kb: tuple[Settings, Path], tuned: dict
+) -> None:
+    settings, qa = kb
+    spec = PluginSpec(name="static", config={"model": "t"})
+    tuned_settings = settings.model_copy(update={"embedder": spec})
+    embedder = build("embedder", tuned_settings.embedder, PluginContext(tuned_settings))
+    assert embedder.id == f"static-t@{tuned['fingerprint']}-384" and embedder.dimension == 384
+    table = np.load(settings.data_dir / "embedders" / "t" / TABLE)
+    ids = embedder._tok(["refund"], add_special_tokens=False)["input_ids"][0]
+    mean = table[ids].mean(axis=0)
+    assert np.allclose(embedder.embed_query("refund"), mean / np.linalg.norm(mean), atol=1e-5)
+    retriever = build("retriever", tuned_settings.retriever, PluginContext(tuned_settings, embedder=embedder))
+    built = retriever.rebuild(tuned_settings.knowledge.source)
+    assert built.switched and retriever.status()["embedder"] == embedder.id
+    hits = retriever.search_sync("how long until I get my money back", 1, mode="vector")
+    assert hits[0].doc_id == "refunds"
+    # Tuning again in place (another seed) changes the fingerprint, so the index guard asks for a full rebuild.
+    again = tune(settings, _cfg(qa, name="t", epochs=1, seed=8))
+    reloaded = build("embedder", tuned_settings.embedder, PluginContext(tuned_settings))
+    assert reloaded.id == f"static-t@{again['fingerprint']}-384" != embedder.id
+
+
+def test_a_missing_tuned_name_or_base_is_a_clear_error(kb: tuple[Settings, Path]) -> None:
+    settings, qa = kb
+    with pytest.raises(PluginError, match="tuned table's name"):
+        StaticEmbedder(StaticEmbedder.Config(model="no-such-table"), PluginContext(settings))
+    with pytest.raises(ServicebotError, match="No static table to start from"):
+        tune(settings, _cfg(qa, base="no-such-table"))
+    load_command_plugins()  # `bot finetune` comes from its entry point, as for the console script
+    result = CliRunner().invoke(app, ["finetune", "retriever", "--embedder", "word2vec"])
+    assert result.exit_code != 0 and "--embedder must be 'minilm' or 'static'" in result.output
