@@ -10,7 +10,7 @@ Prints, with the same thread count for every engine and medians over --repeats r
     serve` does for the knowledge base; --prepare-kb times that for the whole demo KB) vs in memory (asked about
     before, in another order) vs every token prefilled, alternately on the same prompt;
   * 8 concurrent requests through the responder's scheduler: aggregate tokens/s vs a single stream, with passage
-    blocks off and on;
+    blocks off and on, as one burst of 8 and as 8 clients sending 4 requests each back to back (a steady load);
   * greedy-answer agreement with float32 transformers on demo questions (gold passages, our prompt builder);
   * peak RSS of a real `bot serve` with the default model after a few turns over HTTP.
 
@@ -237,6 +237,33 @@ async def concurrent(responder: Any, cases: list[tuple[str, list[Any]]], n: int)
     return single, tokens / (time.perf_counter() - t)
 
 
+async def clients(responder: Any, cases: list[tuple[str, list[Any]]], n: int, each: int) -> tuple[float, float]:
+    """Aggregate tokens/s of `n` clients that each send `each` requests back to back (so `n` requests are in flight
+    until the last ones), and of the same requests sent by one client. Answers end at different lengths, so a
+    burst of `n` requests (`concurrent`) spends its tail on a shrinking batch; a steady load refills freed slots.
+    """
+    from bot.contracts import Message, Turn
+
+    async def one(question: str, passages: list[Any]) -> int:
+        return len([d async for d in responder.stream(Turn((Message("user", question),)), passages)])
+
+    work = [(f"Customer {i}: {cases[i % len(cases)][0]}", cases[i % len(cases)][1]) for i in range(n * each)]
+    for q, p in cases:  # every case's passages asked about once before, as in `concurrent`
+        await one(f"Earlier customer: {q}", p)
+
+    async def client(k: int, prefix: str) -> int:
+        return sum([await one(prefix + q, p) for q, p in work[k::n]])
+
+    t = time.perf_counter()
+    tokens = 0
+    for k in range(n):
+        tokens += await client(k, "One: ")
+    single = tokens / (time.perf_counter() - t)
+    t = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(client(k, "Many: ") for k in range(n))))
+    return single, tokens / (time.perf_counter() - t)
+
+
 async def agreement(cases: list[tuple[str, list[Any]]], responders: dict[str, Any]) -> dict[str, float]:
     """Share of demo answers identical to float32 transformers' (greedy, same prompt)."""
     from bot.contracts import Message, Turn
@@ -273,8 +300,9 @@ async def follow_up_ttft(config: Any, cases: list[tuple[str, list[Any]]]) -> tup
     return out[0], out[1]
 
 
-def serve_rss(turns: int) -> float:
-    """Peak RSS (MiB) of a real `bot serve` with the default config after `turns` chat requests."""
+def serve_rss(turns: int, settle_s: float = 0.0) -> float:
+    """Peak RSS (MiB) of a real `bot serve` with the default config after `turns` chat requests, sent `settle_s`
+    after it is up (time for it to prepare the knowledge base's passage blocks)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -291,6 +319,7 @@ def serve_rss(turns: int) -> float:
                 break
             except OSError:
                 time.sleep(1)
+        time.sleep(settle_s)
         for q, _ in demo_cases(turns):
             body = json.dumps({"model": "servicebot", "messages": [{"role": "user", "content": q}]}).encode()
             req = urllib.request.Request(
@@ -428,6 +457,11 @@ def main() -> None:
             f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one at a "
             f"time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
         )
+        single, together = asyncio.run(clients(r, cases, 8, 4))
+        print(
+            f"8 clients, 4 requests each back to back ({name}): aggregate {together:.1f} tok/s vs one client "
+            f"{single:.1f} tok/s = {together / single:.2f}x"
+        )
 
     cold, warm = asyncio.run(follow_up_ttft(best.config, cases))
     print(
@@ -443,6 +477,8 @@ def main() -> None:
         print(f"  our engine, {fmt} weights: {share:.0%}")
     if not args.skip_serve:
         print(f"\npeak RSS of bot serve (default config, 3 turns): {serve_rss(3):.0f} MiB")
+        rss = serve_rss(3, 60)
+        print(f"peak RSS of bot serve (default config, 3 turns after 60 s, passage blocks prepared): {rss:.0f} MiB")
 
 
 if __name__ == "__main__":
