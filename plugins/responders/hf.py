@@ -94,8 +94,8 @@ class HFResponder:
     def __init__(self, config: Config, ctx: Any = None) -> None:
         self.config = config
         settings = getattr(ctx, "settings", None)
-        self._root = adapters.adapters_root(getattr(settings, "data_dir", None))
         data_dir = getattr(settings, "data_dir", None)
+        self._root = adapters.adapters_root(data_dir)
         self._block_root = Path(data_dir) / "blocks" if data_dir is not None else None
         self._base: Any = None
         self._tok: Any = None
@@ -209,7 +209,8 @@ class HFResponder:
         store = serving.fast.blocks if serving is not None and serving.fast is not None else None
         if store is None:
             return 0
-        pieces = [ids for ids in (self._encode(passage_piece(t)) for t in dict.fromkeys(texts)) if ids]
+        room = store.engine.max_positions - store.context.length  # a passage longer than the context never fits
+        pieces = [ids for ids in (self._encode(passage_piece(t)) for t in dict.fromkeys(texts)) if 0 < len(ids) < room]
         done = [0]
 
         def compute(ids: list[int]) -> None:
