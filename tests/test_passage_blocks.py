@@ -224,6 +224,33 @@ async def test_blocks_kept_on_disk_serve_a_restarted_responder_with_the_same_ans
     assert broken._serving.fast.blocks.misses == 3  # type: ignore[union-attr]
 
 
+def test_the_disk_folder_keeps_to_its_budget_least_recently_used_out(tiny_llama: Path, tmp_path: Path) -> None:
+    r = responder(tiny_llama, tmp_path)
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None and store.folder is not None
+    pieces = [r._encode(passage_piece(p.text)) for p in PASSAGES]
+    extra = r._encode(passage_piece("Invoices are in Settings > Billing; download them as PDF files."))
+    store.get(pieces[0])
+    one = store.folder.size
+    store.folder.budget = int(2.5 * one)  # room for two blocks of about this size
+    for ids in pieces[1:]:
+        time.sleep(0.02)
+        store.get(ids)
+    names = {store.folder._name(tuple(ids)): i for i, ids in enumerate(pieces)}
+    kept = lambda: sorted(names.get(f.name, -1) for f in store.folder.path.glob("*.npz"))  # noqa: E731
+    assert kept() == [1, 2] and store.folder.size <= store.folder.budget  # the first, least recently used, went
+    store.clear()
+    time.sleep(0.02)
+    store.get(pieces[1])  # read from disk: now the most recently used
+    assert store.loads == 1
+    time.sleep(0.02)
+    store.get(extra)
+    assert kept() == [-1, 1]  # passage 2 was used longest ago
+    # Preparing ahead only fills free room: it never pushes out blocks in use, and stops once the folder is full.
+    assert not store.prepare(pieces[0]) and store.folder.full
+    assert kept() == [-1, 1]
+
+
 async def test_prepared_passages_are_computed_when_idle_and_then_only_spliced(tiny_llama: Path, tmp_path: Path) -> None:
     r = responder(tiny_llama, tmp_path)
     assert r.prepare([p.text for p in PASSAGES] + [PASSAGES[0].text, "   "]) == 3  # duplicates and blanks skipped

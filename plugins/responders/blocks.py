@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,8 +23,10 @@ class BlockFolder:
     outlive a restart and are shared by every process serving with the same model, adapter and system prompt.
 
     The folder's name says what the blocks were computed with (see `HFResponder._block_folder`); files are written
-    atomically, so a killed process or two writers at once never leave a half block. Writing stops (with one log
-    line) once the folder holds `budget` bytes; blocks already there keep being read.
+    atomically, so a killed process or two writers at once never leave a half block. The folder keeps within
+    `budget` bytes: a block computed for a prompt makes room by deleting the least recently used files (a read
+    marks a file used), so blocks of passages no longer served (a changed or deleted chunk) go first. Preparing
+    ahead only fills free room, so it never pushes out blocks in use.
     """
 
     def __init__(self, path: Path, budget: int) -> None:
@@ -30,6 +34,7 @@ class BlockFolder:
         self.budget = budget
         self.size = sum(f.stat().st_size for f in path.glob("*.npz")) if path.is_dir() else 0
         self._full_logged = False
+        self.full = False  # set once a block prepared ahead found no free room (preparing to disk stops)
 
     @staticmethod
     def _name(ids: tuple[int, ...]) -> str:
@@ -52,25 +57,47 @@ class BlockFolder:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("passage block %s is unreadable (%s); computing it again", file.name, exc)
             return None
+        with contextlib.suppress(OSError):
+            os.utime(file)  # used now: the last to go when room is made
         return KVBlock(ids, origin, list(kv[0].unbind(0)), list(kv[1].unbind(0)))
 
-    def save(self, block: KVBlock) -> None:
-        """Store a block unless the folder is full (a failed write is logged, never raised: it only costs speed)."""
-        if self.size + block.nbytes > self.budget:
+    def _make_room(self, needed: int) -> bool:
+        """Delete the least recently used files until `needed` more bytes fit; whether they do."""
+        if self.size + needed <= self.budget:
+            return True
+        files = []
+        for f in self.path.glob("*.npz"):
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                files.append((st.st_mtime_ns, st.st_size, f))
+        self.size = sum(size for _, size, _ in files)  # other processes may have written or deleted some
+        for _, size, f in sorted(files, key=lambda x: (x[0], x[2].name)):
+            if self.size + needed <= self.budget:
+                break
+            with contextlib.suppress(OSError):
+                f.unlink()
+                self.size -= size
+        return self.size + needed <= self.budget
+
+    def save(self, block: KVBlock, evict: bool = True) -> bool:
+        """Store a block, making room first with `evict`, else only if it fits; whether it was stored (a failed
+        write is logged, never raised: it only costs speed)."""
+        if not (self._make_room(block.nbytes) if evict else self.size + block.nbytes <= self.budget):
+            self.full = self.full or not evict
             if not self._full_logged:
-                log.warning(
-                    "passage block folder %s is full (%d MB); new blocks stay in memory", self.path, self.budget >> 20
-                )
+                log.warning("passage block folder %s is full (%d MB)", self.path, self.budget >> 20)
                 self._full_logged = True
-            return
+            return False
         kv = torch.stack([torch.stack(block.keys), torch.stack(block.values)]).numpy()
         file = self.path / self._name(block.tokens)
         try:
             with replacing(file) as tmp, open(tmp, "wb") as out:
                 np.savez(out, tokens=np.asarray(block.tokens, dtype=np.int64), origin=block.origin, kv=kv)
             self.size += file.stat().st_size
+            return True
         except OSError as exc:
             log.warning("passage block could not be stored in %s: %s", self.path, exc)
+            return False
 
 
 class PassageBlocks:
@@ -133,13 +160,12 @@ class PassageBlocks:
         key = tuple(ids)
         if key in self._blocks or (self.folder is not None and self.folder.has(key)):
             return False
-        to_disk = self.folder is not None and self.folder.size < self.folder.budget
+        to_disk = self.folder is not None and not self.folder.full
         if not to_disk and self.size >= self.budget:
             return False  # nowhere left: keep what recent prompts used
         block = self.engine.block(ids, self.context)
         if to_disk and self.folder is not None:
-            self.folder.save(block)
-            return True
+            return self.folder.save(block, evict=False)
         self._blocks[key] = block
         self._blocks.move_to_end(key, last=False)  # first out, before anything a prompt used
         self.size += block.nbytes
