@@ -59,15 +59,18 @@ def _settings(data_dir: Path, embedder: dict[str, Any], retriever: dict[str, Any
     )
 
 
-def tune_fold(data_dir: Path, qa_rows: Sequence[dict[str, Any]], train_ids: set[str], name: str) -> dict[str, Any]:
-    """Tune a static table on `train_ids` only (the product recipe: `RetrieverConfig(embedder="static")`)."""
+def tune_fold(
+    data_dir: Path, qa_rows: Sequence[dict[str, Any]], train_ids: set[str], name: str, **recipe: Any
+) -> dict[str, Any]:
+    """Tune a static table on `train_ids` only (the product recipe, `RetrieverConfig(embedder="static")`, with any
+    `recipe` changes)."""
     from finetune.retriever import RetrieverConfig, tune
 
     qa = data_dir / f"{name}.jsonl"
     rows = [{**r, "split": "train" if r["id"] in train_ids else "cv"} for r in qa_rows]
     qa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     settings = _settings(data_dir, {"name": "minilm"})
-    return tune(settings, RetrieverConfig(embedder="static", name=name, qa_file=qa))
+    return tune(settings, RetrieverConfig(embedder="static", name=name, qa_file=qa, **recipe))
 
 
 def candidate_lists(retriever: Any, questions: Sequence[Question], depths: Sequence[int]) -> dict[tuple[str, int], Any]:

@@ -40,6 +40,10 @@ class RetrieverConfig(BaseModel):
     tau: float = Field(default=0.05, gt=0)  # InfoNCE temperature
     hard_negatives: int = Field(default=2, ge=0)  # per query, mined with the base model
     headings: bool = True  # also "title: section" -> chunk pairs (knowledge-augmented queries)
+    span_queries: int = Field(default=0, ge=0)  # per chunk: spans of its sentences as queries, the chunk positive
+    bm25_negatives: int = Field(default=0, ge=0)  # per query, the wrong articles' chunks BM25 ranks highest
+    rank_weight: float = Field(default=0.0, ge=0)  # static: also distil MiniLM's query-to-chunk rankings (listwise)
+    rank_tau: float = Field(default=0.05, gt=0)  # temperature of both rankings' softmax
 
     @model_validator(mode="after")
     def _defaults(self) -> RetrieverConfig:
@@ -116,14 +120,36 @@ def build_pairs(model: Any, chunks: Sequence[Any], train: Sequence[dict[str, Any
         for i, ch in enumerate(chunks):
             section = ch.metadata.get("section") or ""
             queries.append((f"{ch.metadata.get('title', '')}: {section}".strip(": "), i, frozenset([ch.doc_id])))
+    if cfg.span_queries:
+        from finetune.static_retriever import spans
+
+        rng = random.Random(cfg.seed)
+        for i, ch in enumerate(chunks):
+            cut = spans(ch.text, rng, 1)
+            for query in rng.sample(cut, min(cfg.span_queries, len(cut))):
+                queries.append((query, i, frozenset([ch.doc_id])))
+    lexical = _bm25(chunks) if cfg.bm25_negatives else None
     with torch.no_grad():
         sims = _encode(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
     pairs = []
     for n, (query, pos, docs) in enumerate(queries):
         ranked = torch.argsort(sims[n], descending=True).tolist()
         hard = [j for j in ranked if chunks[j].doc_id not in docs][: cfg.hard_negatives]
+        if lexical is not None:
+            top = [int(c) for c, _ in lexical.search(query, cfg.bm25_negatives + 20)]
+            hard += [j for j in top if chunks[j].doc_id not in docs and j not in hard][: cfg.bm25_negatives]
         pairs.append(Pair(query, pos, tuple(hard), docs))
     return pairs
+
+
+def _bm25(chunks: Sequence[Any]) -> Any:
+    """A BM25 index over the chunks (ids are their positions), tokenized as the retriever's keyword search is."""
+    from knowledge.lexical import LexicalIndex, TokenStore
+
+    ids = [str(i) for i in range(len(chunks))]
+    store = TokenStore()
+    store.add(ids, [c.text for c in chunks])
+    return LexicalIndex.build(store, ids)
 
 
 def info_nce(model: Any, batch: Sequence[Pair], chunks: Sequence[Any], tau: float) -> Any:
@@ -192,7 +218,17 @@ def tune(
     stages: dict[str, Any] = {}
     if static and cfg.distil_steps:
         texts = distil_texts(chunks, [r["question"] for r in train], cfg.seed)
-        stages["distil"] = distil(model, texts, cfg.distil_steps, cfg.distil_lr, cfg.seed, tick)
+        stages["distil"] = distil(
+            model,
+            texts,
+            cfg.distil_steps,
+            cfg.distil_lr,
+            cfg.seed,
+            tick,
+            chunks=[c.text for c in chunks],
+            rank_weight=cfg.rank_weight,
+            rank_tau=cfg.rank_tau,
+        )
         stages["distil"]["metrics"] = {
             "heldout": rank_eval(model, chunks, heldout),
             "train": rank_eval(model, chunks, train),
@@ -246,4 +282,5 @@ def tune(
 def _pair_count(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> int:
     """How many pairs `build_pairs` will make (for the progress bar, before the model has mined negatives)."""
     ids = {ch.doc_id for ch in chunks}
-    return sum(1 for r in train if ids & set(r["article_ids"])) + (len(chunks) if cfg.headings else 0)
+    spans = len(chunks) * cfg.span_queries  # at most: a short chunk has fewer spans
+    return sum(1 for r in train if ids & set(r["article_ids"])) + (len(chunks) if cfg.headings else 0) + spans

@@ -78,48 +78,99 @@ def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Path]:
     return load_table(folder / TABLE, len(AutoTokenizer.from_pretrained(folder))), folder
 
 
-def distil_texts(chunks: Sequence[Any], questions: Sequence[str], seed: int, spans: int = 3) -> list[str]:
-    """What the table learns MiniLM's vectors on: chunks, their sentences and headings, query-sized spans (3 to 9
-    words) of those sentences, and the given (train-split) questions."""
-    rng = random.Random(seed)
-    sentences = [s.strip(" #-*") for c in chunks for s in re.split(r"(?<=[.!?])\s+|\n+", c.text)]
-    sentences = [s for s in sentences if len(s) > 20]
-    cut = []
-    for s in sentences:
+def spans(text: str, rng: random.Random, per_sentence: int) -> list[str]:
+    """Query-sized spans (3 to 9 words) of `text`'s sentences (those over 20 characters), `per_sentence` tries each."""
+    out = []
+    for s in sentences_of(text):
         words = s.split()
-        for _ in range(spans):
+        for _ in range(per_sentence):
             n = rng.randint(3, 9)
             if len(words) > n:
                 start = rng.randint(0, len(words) - n)
-                cut.append(" ".join(words[start : start + n]))
+                out.append(" ".join(words[start : start + n]))
+    return out
+
+
+def sentences_of(text: str) -> list[str]:
+    """A chunk's sentences and lines (markdown marks stripped), those over 20 characters."""
+    parts = [s.strip(" #-*") for s in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    return [s for s in parts if len(s) > 20]
+
+
+def distil_texts(chunks: Sequence[Any], questions: Sequence[str], seed: int, spans_per_sentence: int = 3) -> list[str]:
+    """What the table learns MiniLM's vectors on: chunks, their sentences and headings, query-sized spans (3 to 9
+    words) of those sentences, and the given (train-split) questions."""
+    rng = random.Random(seed)
+    sentences = [s for c in chunks for s in sentences_of(c.text)]
+    cut = [x for c in chunks for x in spans(c.text, rng, spans_per_sentence)]
     headings = [f"{c.metadata.get('title', '')}: {c.metadata.get('section') or ''}".strip(": ") for c in chunks]
     return list(dict.fromkeys([c.text for c in chunks] + sentences + headings + cut + list(questions)))
 
 
-def distil(
-    model: Any, texts: Sequence[str], steps: int, lr: float, seed: int, tick: Callable[[], None] | None = None
-) -> dict[str, float]:
-    """Map the table into the teacher's (all-MiniLM-L6-v2's) space, then fit each text's token mean to the teacher's
-    sentence vector (cosine loss, Adam, batches of 256). Returns the mean cosine to the teacher before and after."""
+_TEACHER: dict[str, Any] = {}  # all-MiniLM-L6-v2 and its vectors by text, kept for the process (CV tunes many)
+
+
+def teacher_vectors(texts: Sequence[str]) -> Any:
+    """all-MiniLM-L6-v2's unit sentence vectors for `texts` (one tensor); texts seen before in this process are not
+    encoded again."""
     import torch
-    import torch.nn.functional as F
     from sentence_transformers import SentenceTransformer
 
     from knowledge.embedder import default_model_path
 
-    teacher = SentenceTransformer(str(default_model_path()), device="cpu")
-    target = teacher.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
+    if "model" not in _TEACHER:
+        _TEACHER["model"] = SentenceTransformer(str(default_model_path()), device="cpu")
+    cache: dict[str, Any] = _TEACHER.setdefault("vectors", {})
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    if missing:
+        vectors = _TEACHER["model"].encode(missing, batch_size=64, normalize_embeddings=True, convert_to_tensor=True)
+        cache.update(zip(missing, vectors, strict=True))
+    return torch.stack([cache[t] for t in texts])
+
+
+def distil(
+    model: Any,
+    texts: Sequence[str],
+    steps: int,
+    lr: float,
+    seed: int,
+    tick: Callable[[], None] | None = None,
+    chunks: Sequence[str] = (),
+    rank_weight: float = 0.0,
+    rank_tau: float = 0.05,
+) -> dict[str, float]:
+    """Map the table into the teacher's (all-MiniLM-L6-v2's) space, then fit each text's token mean to the teacher's
+    sentence vector (cosine loss, Adam, batches of 256). With `rank_weight`, each step also fits the teacher's
+    ranking of `chunks` for the batch's texts that are not chunks (listwise: KL divergence between the teacher's and
+    the table's softmaxed similarities at temperature `rank_tau`). Returns the mean cosine to the teacher before and
+    after."""
+    import torch
+    import torch.nn.functional as F
+
+    target = teacher_vectors(texts)
     features = model.tokenize(texts)
     with torch.no_grad():
         start = torch.linalg.lstsq(model.mean(features), target).solution  # a linear map: exact on a mean of rows
         model.table.data = model.table.data @ start
         before = F.cosine_similarity(model.mean(features), target).mean().item()
+    ranking = bool(rank_weight and chunks)
+    if ranking:
+        chunk_set = set(chunks)
+        queries = [i for i, t in enumerate(texts) if t not in chunk_set]  # sentences, headings, spans, questions
+        chunk_features = model.tokenize(chunks)
+        teacher_ranks = F.softmax(target[queries] @ teacher_vectors(chunks).T / rank_tau, dim=-1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         pick = torch.randperm(len(texts), generator=g)[:256].tolist()
         out = model.mean(model.tokenize([texts[i] for i in pick]))
         loss = (1 - F.cosine_similarity(out, target[pick])).mean()
+        if ranking:
+            rows = torch.randperm(len(queries), generator=g)[:128]
+            q = F.normalize(model.mean(model.tokenize([texts[queries[i]] for i in rows.tolist()])), dim=-1)
+            c = F.normalize(model.mean(chunk_features), dim=-1)
+            log_p = F.log_softmax(q @ c.T / rank_tau, dim=-1)
+            loss = loss + rank_weight * F.kl_div(log_p, teacher_ranks[rows], reduction="batchmean")
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
