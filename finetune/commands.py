@@ -79,7 +79,7 @@ def retriever(
     name: Annotated[
         str | None, typer.Option(help="Saved as <data_dir>/embedders/NAME (kestrel-minilm / kestrel-static).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Default 3 (minilm) or 1 (static).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default 3 (minilm) or 2 (static).")] = None,
     lr: Annotated[float | None, typer.Option(min=0, help="Default 2e-5 (minilm) or 3e-3 (static).")] = None,
     distil_steps: Annotated[
         int, typer.Option(min=0, help="static: batches fitting the table to MiniLM's vectors first.")
