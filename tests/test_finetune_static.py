@@ -118,3 +118,19 @@ def test_a_missing_tuned_name_or_base_is_a_clear_error(kb: tuple[Settings, Path]
     load_command_plugins()  # `bot finetune` comes from its entry point, as for the console script
     result = CliRunner().invoke(app, ["finetune", "retriever", "--embedder", "word2vec"])
     assert result.exit_code != 0 and "--embedder must be 'minilm' or 'static'" in result.output
+
+
+def test_recipe_options_add_span_queries_bm25_negatives_and_ranking_distillation(kb: tuple[Settings, Path]) -> None:
+    from finetune.retriever import build_pairs, corpus
+    from finetune.static_retriever import static_model
+
+    settings, qa = kb
+    cfg = _cfg(qa, name="r", span_queries=2, bm25_negatives=1, rank_weight=0.2, distil_steps=10, epochs=1)
+    card = tune(settings, cfg)
+    assert card["pairs"] > 4 + 4  # four questions and four headings, plus the chunks' span queries
+    assert card["stages"]["distil"]["cosine_after"] > 0.9  # the ranking loss beside the cosine one keeps it close
+    chunks, model = corpus(settings), static_model("random-base", settings)
+    pairs = build_pairs(model, chunks, [], cfg.model_copy(update={"headings": False, "hard_negatives": 0}))
+    assert pairs and all(chunks[p.positive].doc_id in p.docs for p in pairs)
+    assert all(p.query in chunks[p.positive].text for p in pairs)  # a span of its own chunk
+    assert all(chunks[j].doc_id not in p.docs for p in pairs for j in p.negatives)  # BM25's, from other articles
