@@ -107,11 +107,13 @@ def rank_eval(model: Any, chunks: Sequence[Any], questions: Sequence[dict[str, A
     return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in ("recall@5", "mrr")}
 
 
-def build_pairs(model: Any, chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> list[Pair]:
-    """Queries with the chunk that answers them (the gold article's chunk holding most of the reference answer)."""
-    import torch
+Query = tuple[str, int, frozenset[str]]  # text, its positive chunk, its right articles
 
-    queries: list[tuple[str, int, frozenset[str]]] = []
+
+def training_queries(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> list[Query]:
+    """The training queries with their positive chunk: train questions (the gold article's chunk holding most of
+    the reference answer), and with `cfg.headings` / `cfg.span_queries` knowledge-augmented ones."""
+    queries: list[Query] = []
     for row in train:
         gold = [i for i, ch in enumerate(chunks) if ch.doc_id in row["article_ids"]]
         if gold:
@@ -129,6 +131,21 @@ def build_pairs(model: Any, chunks: Sequence[Any], train: Sequence[dict[str, Any
             cut = spans(ch.text, rng, 1)
             for query in rng.sample(cut, min(cfg.span_queries, len(cut))):
                 queries.append((query, i, frozenset([ch.doc_id])))
+    return queries
+
+
+def build_pairs(
+    model: Any,
+    chunks: Sequence[Any],
+    train: Sequence[dict[str, Any]],
+    cfg: RetrieverConfig,
+    queries: Sequence[Query] | None = None,
+) -> list[Pair]:
+    """`training_queries` (unless given) with hard negatives mined by `model` (and BM25 with `cfg.bm25_negatives`)."""
+    import torch
+
+    if queries is None:
+        queries = training_queries(chunks, train, cfg)
     lexical = _bm25(chunks) if cfg.bm25_negatives else None
     with torch.no_grad():
         sims = _encode(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
@@ -204,10 +221,8 @@ def tune(
     chunks = corpus(settings)
     data = hashlib.sha256(json.dumps([train, [c.text for c in chunks]], sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.epochs is not None and cfg.name is not None and cfg.lr is not None  # filled by _defaults
-    steps, done = (
-        (cfg.distil_steps if static else 0) + cfg.epochs * -(-_pair_count(chunks, train, cfg) // cfg.batch_size),
-        0,
-    )
+    queries = training_queries(chunks, train, cfg)
+    steps, done = (cfg.distil_steps if static else 0) + cfg.epochs * -(-len(queries) // cfg.batch_size), 0
 
     def tick() -> None:
         nonlocal done
@@ -234,7 +249,7 @@ def tune(
             "heldout": rank_eval(model, chunks, heldout),
             "train": rank_eval(model, chunks, train),
         }
-    pairs = build_pairs(model, chunks, train, cfg)
+    pairs = build_pairs(model, chunks, train, cfg, queries)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     rng, t0, losses = random.Random(cfg.seed), time.perf_counter(), []
     model.train()
@@ -278,10 +293,3 @@ def tune(
 
     target = save_atomically(settings.data_dir / "embedders" / cfg.name, write)
     return {**card, "embedder": str(target)}
-
-
-def _pair_count(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg: RetrieverConfig) -> int:
-    """How many pairs `build_pairs` will make (for the progress bar, before the model has mined negatives)."""
-    ids = {ch.doc_id for ch in chunks}
-    spans = len(chunks) * cfg.span_queries  # at most: a short chunk has fewer spans
-    return sum(1 for r in train if ids & set(r["article_ids"])) + (len(chunks) if cfg.headings else 0) + spans
