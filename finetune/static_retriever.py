@@ -62,20 +62,22 @@ def _table_module() -> Any:
     return StaticTable
 
 
-def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Path]:
-    """The table to start from and the folder of its tokenizer: `default` (distilled from all-MiniLM-L6-v2), or a
-    tuned static embedder's name or folder."""
+def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Any, Path]:
+    """The table to start from, its tokenizer and the tokenizer's folder: `default` (distilled from
+    all-MiniLM-L6-v2), or a tuned static embedder's name or folder."""
     from knowledge.embedder import default_model_path
     from knowledge.static_embedder import TABLE, StaticEmbedder, load_table
 
     if base == "default":
-        return StaticEmbedder(StaticEmbedder.Config())._table, default_model_path()
+        embedder = StaticEmbedder(StaticEmbedder.Config())
+        return embedder._table, embedder._tok, default_model_path()
     folder = settings.data_dir / "embedders" / base if "/" not in base else Path(base)
     if not (folder / TABLE).is_file():
         raise ServicebotError(f"No static table to start from at {folder} (base: default, or a tuned static name).")
     from transformers import AutoTokenizer
 
-    return load_table(folder / TABLE, len(AutoTokenizer.from_pretrained(folder))), folder
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return load_table(folder / TABLE, len(tokenizer)), tokenizer, folder
 
 
 def spans(text: str, rng: random.Random, per_sentence: int) -> list[str]:
@@ -193,9 +195,7 @@ def save_table(model: Any, tokenizer_dir: Path, folder: Path) -> None:
 
 def static_model(base: str, settings: Settings) -> Any:
     """The trainable table, started from `base` (the tokenizer folder is kept on it as `source`)."""
-    from transformers import AutoTokenizer
-
-    table, tokenizer_dir = base_table(base, settings)
-    model = _table_module()(table, AutoTokenizer.from_pretrained(tokenizer_dir), 512)
+    table, tokenizer, tokenizer_dir = base_table(base, settings)
+    model = _table_module()(table, tokenizer, 512)
     model.source = tokenizer_dir
     return model
