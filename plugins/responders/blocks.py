@@ -156,7 +156,7 @@ class PassageBlocks:
 
     def prepare(self, ids: list[int]) -> bool:
         """Compute and store the block of these tokens ahead of the prompts that will quote it, without pushing
-        blocks in use out of memory. Returns whether anything was computed."""
+        blocks in use out of memory. Returns whether a block was stored (False: already stored, or no free room)."""
         key = tuple(ids)
         if key in self._blocks or (self.folder is not None and self.folder.has(key)):
             return False
