@@ -15,15 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
+from bot.config import PluginSpec, Settings
 from bot.service import Service
 from knowledge.commands import format_report
 
 DEMO = Path(__file__).resolve().parent.parent / "knowledge" / "demo"
 
 
-def run(spec: str, quantize: str | None, data_dir: Path) -> dict[str, Any]:
-    """Index the demo articles with one embedder (`name` or `name:tuned-name`) and evaluate the demo QA."""
+def run(spec: str, quantize: str | None, data_dir: Path, retriever: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Index the demo articles with one embedder (`name` or `name:tuned-name`) and evaluate the demo QA (with the
+    `chroma` retriever's `retriever` config, default: its defaults)."""
     name, _, model = spec.partition(":")
     config: dict[str, Any] = {"quantize": quantize} if quantize and name == "minilm" else {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,6 +35,7 @@ def run(spec: str, quantize: str | None, data_dir: Path) -> dict[str, Any]:
             data_dir=Path(tmp),
             responder="extractive",
             embedder={"name": name, "config": config},
+            retriever=PluginSpec(name="chroma", config=retriever or {}),
             knowledge={"source": DEMO / "articles"},
         )
         service = Service.start(settings, warm=False)

@@ -17,18 +17,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
-from bot.service import Service
-from knowledge.evaluation import DEPTH, Question, load_questions, scores
-from knowledge.hybrid import Fusion, fuse
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from retrieval import run  # noqa: E402
+
+from bot.config import Settings  # noqa: E402
+from bot.service import Service  # noqa: E402
+from knowledge.evaluation import DEPTH, Question, load_questions, scores  # noqa: E402
+from knowledge.hybrid import Fusion, fuse  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "knowledge" / "demo"
 DEFAULT = Fusion()  # the retriever's defaults (tuned for MiniLM with bench/retrieval_tune.py)
@@ -149,17 +153,7 @@ def _mean(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def heldout(spec: str, retriever: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     """Demo QA through the real retriever: index the articles with `spec` (minilm | static:NAME) and evaluate."""
-    name, _, model = spec.partition(":")
-    with tempfile.TemporaryDirectory() as tmp:
-        config: dict[str, Any] = {}
-        if model:
-            shutil.copytree(data_dir / "embedders" / model, Path(tmp) / "embedders" / model)
-            config["model"] = model
-        service = Service.start(_settings(Path(tmp), {"name": name, "config": config}, retriever), warm=False)
-        service.index.rebuild(DEMO / "articles")
-        report: dict[str, Any] = service.pipeline.retriever.evaluate(DEMO / "qa.jsonl")  # type: ignore[attr-defined]
-        report["embedder"] = service.pipeline.embedder.id
-    return report
+    return run(spec, None, data_dir, retriever)
 
 
 def main() -> None:
