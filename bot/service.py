@@ -191,7 +191,11 @@ class Service:
             return
         if version != self._prepared_for:
             self._prepared_for = version
-            threading.Thread(target=self.prepare_passages, name="servicebot-prepare", daemon=True).start()
+            self.prepare_passages_later()
+
+    def prepare_passages_later(self) -> None:
+        """`prepare_passages` in a background thread (the server answers meanwhile)."""
+        threading.Thread(target=self.prepare_passages, name="servicebot-prepare", daemon=True).start()
 
     def apply(self, settings: Settings, actor: str) -> list[str]:
         """Switch to new settings live, reusing unchanged components; audit-logged. Returns what changed.

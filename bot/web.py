@@ -7,7 +7,6 @@ import contextlib
 import html
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -203,7 +202,7 @@ def serve(settings: Settings, host: str, port: int, config_path: Path | None = N
         config_path: the YAML file the settings came from; edits to it are applied live.
     """
     service = Service.start(settings, config_path=config_path)
-    threading.Thread(target=service.prepare_passages, name="servicebot-prepare", daemon=True).start()
+    service.prepare_passages_later()
     app = create_app(service)
     print(f"{TITLE} is running at http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
