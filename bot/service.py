@@ -108,9 +108,14 @@ def build_pipeline(settings: Settings, previous: tuple[Settings, Pipeline] | Non
 def _guard_embedder(embedder: Any, settings: Settings, old: Pipeline | None) -> Any:
     """The embedder the learned guards read meaning with: the knowledge embedder, unless it says its vectors are
     not fit for that (`guard_features = False`, e.g. the static embedder), then the default sentence-transformer,
-    so choosing a fast index embedder never weakens the guards they were measured with."""
+    so choosing a fast index embedder never weakens the guards they were measured with. An embedder that embeds
+    queries with a transformer of its own (`query_encoder`, the static table with `queries: minilm`) shares it with
+    the guards: one model, and one embedding of each message."""
     if getattr(embedder, "guard_features", True):
         return embedder
+    own = getattr(embedder, "query_encoder", None)
+    if own is not None and getattr(own, "guard_features", True):
+        return own
     previous = getattr(old, "guard_embedder", None) if old is not None else None
     if previous is not None and previous is not getattr(old, "embedder", None):
         return previous

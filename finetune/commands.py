@@ -87,6 +87,9 @@ def retriever(
     tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.05,
     hard_negatives: Annotated[int, typer.Option(min=0, help="Mined hard negatives per query.")] = 2,
     headings: Annotated[bool, typer.Option(help="Also train 'title: section' queries on every chunk.")] = True,
+    queries: Annotated[
+        str, typer.Option(help="static: minilm (MiniLM embeds questions, the table passages) or table.")
+    ] = "minilm",
     qa: Annotated[Path, typer.Option("--qa", help="QA JSONL: train split tunes, held-out evaluates.")] = Path(
         "knowledge/demo/qa.jsonl"
     ),
@@ -98,6 +101,8 @@ def retriever(
 
     if embedder not in ("minilm", "static"):
         raise ServicebotError("--embedder must be 'minilm' or 'static'.")
+    if queries not in ("minilm", "table"):
+        raise ServicebotError("--queries must be 'minilm' or 'table'.")
     cfg = RetrieverConfig(
         embedder=embedder,  # type: ignore[arg-type]  # checked above
         name=name,
@@ -108,6 +113,7 @@ def retriever(
         hard_negatives=hard_negatives,
         qa_file=qa,
         headings=headings,
+        queries=queries,  # type: ignore[arg-type]  # checked above
     )
     bar, update = _progress(f"Tuning {embedder} embedder '{cfg.name}'")
     with bar:

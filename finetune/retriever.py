@@ -45,6 +45,9 @@ class RetrieverConfig(BaseModel):
     bm25_negatives: int = Field(default=0, ge=0)  # per query, the wrong articles' chunks BM25 ranks highest
     rank_weight: float = Field(default=0.0, ge=0)  # static: also distil MiniLM's query-to-chunk rankings (listwise)
     rank_tau: float = Field(default=0.05, gt=0)  # temperature of both rankings' softmax
+    # static: who embeds queries when the table serves. minilm: MiniLM itself (fixed; the table learns to place
+    # passages where MiniLM's questions point; served with the card's `queries: minilm`). table: the table.
+    queries: Literal["minilm", "table"] = "minilm"
 
     @model_validator(mode="after")
     def _defaults(self) -> RetrieverConfig:
@@ -83,6 +86,12 @@ def _encode(model: Any, texts: Sequence[str], batch: int = 64) -> Any:
     return model.encode(list(texts), batch_size=batch, normalize_embeddings=True, convert_to_tensor=True)
 
 
+def _encode_queries(model: Any, texts: Sequence[str]) -> Any:
+    """Query vectors as the tuned embedder will serve them (a static table's may come from MiniLM)."""
+    encode = getattr(model, "encode_queries", None)
+    return encode(list(texts)) if encode is not None else _encode(model, texts)
+
+
 def rank_eval(model: Any, chunks: Sequence[Any], questions: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Document-level recall@5 and MRR of vector search over all chunks (exact cosine)."""
     from knowledge.evaluation import scores
@@ -93,7 +102,7 @@ def rank_eval(model: Any, chunks: Sequence[Any], questions: Sequence[dict[str, A
 
     with torch.no_grad():
         c = _encode(model, [ch.text for ch in chunks])
-        q = _encode(model, [r["question"] for r in questions])
+        q = _encode_queries(model, [r["question"] for r in questions])
     rows = []
     for i, row in enumerate(questions):
         order = torch.argsort(c @ q[i], descending=True).tolist()
@@ -148,7 +157,7 @@ def build_pairs(
         queries = training_queries(chunks, train, cfg)
     lexical = _bm25(chunks) if cfg.bm25_negatives else None
     with torch.no_grad():
-        sims = _encode(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
+        sims = _encode_queries(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
     pairs = []
     for n, (query, pos, docs) in enumerate(queries):
         ranked = torch.argsort(sims[n], descending=True).tolist()
@@ -181,7 +190,10 @@ def info_nce(model: Any, batch: Sequence[Pair], chunks: Sequence[Any], tau: floa
         features = model.tokenize(texts)
         return F.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    q, c = embed([p.query for p in batch]), embed([chunks[j].text for j in candidates])
+    fixed = getattr(model, "query_encoder", None) is not None  # MiniLM's query vectors: only passages learn
+    queries = [p.query for p in batch]
+    q = model.encode_queries(queries) if fixed else embed(queries)
+    c = embed([chunks[j].text for j in candidates])
     logits = q @ c.T / tau
     mask = torch.tensor(
         [[chunks[j].doc_id in p.docs and j != p.positive for j in candidates] for p in batch], dtype=torch.bool
@@ -204,7 +216,7 @@ def tune(
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from finetune.static_retriever import distil, distil_texts, save_table, static_model
+    from finetune.static_retriever import distil, distil_texts, save_table, static_model, use_minilm_queries
     from knowledge.embedder import default_model_path
 
     rows = read_jsonl(cfg.qa_file, _qa_check, strict=True)
@@ -245,6 +257,9 @@ def tune(
             rank_weight=cfg.rank_weight,
             rank_tau=cfg.rank_tau,
         )
+    if static and cfg.queries == "minilm":
+        use_minilm_queries(model, settings)  # the distilled table is in MiniLM's space: its questions fit it
+    if "distil" in stages:
         stages["distil"]["metrics"] = {
             "heldout": rank_eval(model, chunks, heldout),
             "train": rank_eval(model, chunks, train),

@@ -39,6 +39,8 @@ def _table_module() -> Any:
             super().__init__()
             self.table = torch.nn.Parameter(torch.tensor(np.asarray(table, dtype=np.float32)))
             self.tok, self.max_tokens = tokenizer, max_tokens
+            self.query_encoder: Any = None  # MiniLM (an Embedder) when queries are its vectors, not the table's
+            self._queries: dict[str, Any] = {}
 
         def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
             """Token ids laid out for `embedding_bag`, cut exactly as `StaticEmbedder` cuts them."""
@@ -59,7 +61,36 @@ def _table_module() -> Any:
                 parts = [self.mean(self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
             return F.normalize(torch.cat(parts), dim=-1)
 
+        def encode_queries(self, texts: Sequence[str], batch_size: int = 64, **_: Any) -> Any:
+            """Unit vectors for queries: `query_encoder`'s, each embedded alone as `embed_query` serves it (fixed,
+            no gradient; cached), or the table's own."""
+            if self.query_encoder is None:
+                return self.encode(texts, batch_size)
+            for text in texts:
+                if text not in self._queries:
+                    self._queries[text] = torch.tensor(self.query_encoder.embed_query(text), dtype=torch.float32)
+            return F.normalize(torch.stack([self._queries[t] for t in texts]), dim=-1)
+
     return StaticTable
+
+
+def use_minilm_queries(model: Any, settings: Settings) -> None:
+    """Queries of `model` (a table in MiniLM's space) become all-MiniLM-L6-v2's vectors, as `queries: minilm`
+    serves them (the `minilm` embedder, ONNX int8 where available).
+
+    Raises:
+        ServicebotError: the table is not MiniLM-sized (a base table that was neither distilled nor tuned).
+    """
+    from bot.registry import PluginContext
+    from knowledge.embedder import SentenceTransformerEmbedder
+
+    encoder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(), PluginContext(settings))
+    if encoder.dimension != model.table.shape[1]:
+        raise ServicebotError(
+            f"queries: minilm needs the table in MiniLM's {encoder.dimension}-dimensional space (it has "
+            f"{model.table.shape[1]}): keep distil_steps above 0, or use queries: table."
+        )
+    model.query_encoder = encoder
 
 
 def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Any, Path]:

@@ -26,14 +26,14 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import PluginError
 from bot.files import replacing
-from knowledge.embedder import _fingerprint, _tuned, default_model_path, model_cache
+from knowledge.embedder import SentenceTransformerEmbedder, _fingerprint, _tuned, default_model_path, model_cache
 
 log = logging.getLogger(__name__)
 COUNTS = Path(__file__).with_name("token_counts.json")
@@ -78,6 +78,15 @@ def _counts(size: int) -> np.ndarray:
         return counts
     except (OSError, ValueError, KeyError) as exc:
         raise PluginError(f"The static embedder's token counts ({COUNTS}) could not be read: {exc}") from exc
+
+
+def _card_queries(folder: Path) -> str:
+    """Who a tuned table was trained to be queried by (`queries` in its card's config; table when not said)."""
+    try:
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        return str(card.get("config", {}).get("queries") or "table")
+    except (OSError, ValueError, AttributeError):
+        return "table"
 
 
 def distill(vectors: np.ndarray, dimension: int, sif_a: float) -> np.ndarray:
@@ -132,6 +141,12 @@ class StaticEmbedder:
         dimension: int = Field(default=256, ge=8, le=4096, description="PCA dimensions kept")
         sif_a: float = Field(default=1e-3, gt=0, le=1, description="smooth inverse frequency weight")
         max_tokens: int = Field(default=512, ge=8, description="tokens of a text that count")
+        # Who embeds a query. table: the table, as passages. minilm: all-MiniLM-L6-v2 itself, for a table tuned
+        # into MiniLM's space with MiniLM queries (`bot finetune retriever --embedder static`, the default there):
+        # a question is short, so the transformer costs a few ms, the same MiniLM the guards already run on it.
+        # auto: what the tuned table's card says it was trained for (table for the distilled default).
+        queries: Literal["auto", "table", "minilm"] = "auto"
+        query_quantize: Literal["none", "int8"] = Field(default="int8", description="MiniLM's, for queries")
 
     name = "static"
     guard_features = False  # token-table vectors are too coarse for the learned guards: they keep MiniLM
@@ -154,11 +169,20 @@ class StaticEmbedder:
         self._max = config.max_tokens
         base = "all-MiniLM-L6-v2" if config.model == "default" else config.model
         tag = _fingerprint(path)
+        self.query_encoder: Any = None  # MiniLM, when queries are embedded by it (asymmetric)
         if (path / TABLE).is_file():  # a tuned table: its own dimension and weights, told apart by its card
             self._table = load_table(path / TABLE, len(self._tok))
             self.dimension = int(self._table.shape[1])
             self.id = f"static-{base}{'@' + tag if tag else ''}-{self.dimension}"
+            queries = config.queries if config.queries != "auto" else _card_queries(path)
+            if queries == "minilm":
+                self._use_minilm_queries(config, ctx)
             return
+        if config.queries == "minilm":
+            raise PluginError(
+                "queries: minilm needs a table tuned into MiniLM's space (`bot finetune retriever --embedder "
+                "static`, then `model: <its name>`); the distilled default table embeds its own queries."
+            )
         counts = hashlib.sha256(COUNTS.read_bytes()).hexdigest()[:8] if COUNTS.is_file() else "none"
         model_key = f"{VERSION}:{path.resolve()}:{tag}"
         key = f"{model_key}:{config.dimension}:{config.sif_a}:{counts}"
@@ -170,6 +194,17 @@ class StaticEmbedder:
         )
         self.dimension = int(self._table.shape[1])
         self.id = f"static-{base}{'@' + tag if tag else ''}-{self.dimension}-{digest[:8]}"
+
+    def _use_minilm_queries(self, config: Config, ctx: Any) -> None:
+        """Embed queries with all-MiniLM-L6-v2 (the table holds passages in its space); the id says so."""
+        encoder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize=config.query_quantize), ctx)
+        if encoder.dimension != self.dimension:
+            raise PluginError(
+                f"queries: minilm needs a {encoder.dimension}-dimensional table in MiniLM's space; this one has "
+                f"{self.dimension} dimensions (use queries: table)."
+            )
+        self.query_encoder = encoder
+        self.id += f"+queries-{encoder.id}"
 
     @staticmethod
     def _distil(model_dir: Path) -> np.ndarray:
@@ -195,7 +230,9 @@ class StaticEmbedder:
         return self._embed(texts).tolist()  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> list[float]:
-        """A unit vector for one query."""
+        """A unit vector for one query (MiniLM's, with `queries: minilm`)."""
+        if self.query_encoder is not None:
+            return self.query_encoder.embed_query(text)  # type: ignore[no-any-return]
         return self._embed([text])[0].tolist()  # type: ignore[no-any-return]
 
 

@@ -93,11 +93,18 @@ def test_tuned_table_loads_by_name_indexes_and_its_id_carries_the_fingerprint(
     spec = PluginSpec(name="static", config={"model": "t"})
     tuned_settings = settings.model_copy(update={"embedder": spec})
     embedder = build("embedder", tuned_settings.embedder, PluginContext(tuned_settings))
-    assert embedder.id == f"static-t@{tuned['fingerprint']}-384" and embedder.dimension == 384
+    # Tuned for MiniLM's questions (the default, on its card): passages are the table's, queries MiniLM's.
+    minilm = "all-MiniLM-L6-v2+int8"
+    assert embedder.id == f"static-t@{tuned['fingerprint']}-384+queries-{minilm}" and embedder.dimension == 384
     table = np.load(settings.data_dir / "embedders" / "t" / TABLE)
     ids = embedder._tok(["refund"], add_special_tokens=False)["input_ids"][0]
     mean = table[ids].mean(axis=0)
-    assert np.allclose(embedder.embed_query("refund"), mean / np.linalg.norm(mean), atol=1e-5)
+    assert np.allclose(embedder.embed_documents(["refund"])[0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert embedder.query_encoder.id == minilm
+    assert embedder.embed_query("refund") == embedder.query_encoder.embed_query("refund")
+    own = StaticEmbedder(StaticEmbedder.Config(model="t", queries="table"), PluginContext(tuned_settings))
+    assert own.id == f"static-t@{tuned['fingerprint']}-384" and own.query_encoder is None
+    assert np.allclose(own.embed_query("refund"), mean / np.linalg.norm(mean), atol=1e-5)
     retriever = build("retriever", tuned_settings.retriever, PluginContext(tuned_settings, embedder=embedder))
     built = retriever.rebuild(tuned_settings.knowledge.source)
     assert built.switched and retriever.status()["embedder"] == embedder.id
@@ -106,7 +113,33 @@ def test_tuned_table_loads_by_name_indexes_and_its_id_carries_the_fingerprint(
     # Tuning again in place (another seed) changes the fingerprint, so the index guard asks for a full rebuild.
     again = tune(settings, _cfg(qa, name="t", epochs=1, seed=8))
     reloaded = build("embedder", tuned_settings.embedder, PluginContext(tuned_settings))
-    assert reloaded.id == f"static-t@{again['fingerprint']}-384" != embedder.id
+    assert reloaded.id == f"static-t@{again['fingerprint']}-384+queries-{minilm}" != embedder.id
+
+
+def test_minilm_queries_are_shared_with_the_guards_and_need_a_table_in_minilm_space(
+    kb: tuple[Settings, Path], tuned: dict
+) -> None:
+    from bot.service import Service
+
+    settings, qa = kb
+    card = json.loads((settings.data_dir / "embedders" / "t" / "card.json").read_text())
+    assert card["config"]["queries"] == "minilm"
+    spec = PluginSpec(name="static", config={"model": "t"})
+    service = Service.start(settings.model_copy(update={"embedder": spec}), warm=False)
+    pipeline = service.pipeline
+    assert pipeline.guard_embedder is pipeline.embedder.query_encoder  # one MiniLM, one embedding per message
+    # The distilled default table is not in MiniLM's space, nor a random 32-dimensional one.
+    with pytest.raises(PluginError, match="needs a table tuned into MiniLM's space"):
+        StaticEmbedder(StaticEmbedder.Config(queries="minilm"), PluginContext(settings))
+    with pytest.raises(PluginError, match="384-dimensional table"):
+        random_base = str(settings.data_dir / "embedders" / "random-base")
+        StaticEmbedder(StaticEmbedder.Config(model=random_base, queries="minilm"), PluginContext(settings))
+    with pytest.raises(ServicebotError, match="keep distil_steps above 0"):
+        tune(settings, _cfg(qa, name="z", distil_steps=0))
+    # A table tuned with `queries: table` is served that way by default.
+    own = tune(settings, _cfg(qa, name="own", queries="table", epochs=1))
+    embedder = build("embedder", PluginSpec(name="static", config={"model": "own"}), PluginContext(settings))
+    assert embedder.query_encoder is None and embedder.id == f"static-own@{own['fingerprint']}-384"
 
 
 def test_a_missing_tuned_name_or_base_is_a_clear_error(kb: tuple[Settings, Path]) -> None:
