@@ -81,7 +81,10 @@ class SyntheticEmbedder:
 
 
 def fresh_query(embedder: Any) -> None:
-    """Forget cached query embeddings so every timed query is embedded for real."""
-    cache = getattr(getattr(embedder, "real", embedder), "_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()
+    """Forget cached query embeddings so every timed query is embedded for real (also a static table's MiniLM
+    query encoder's)."""
+    inner = getattr(embedder, "real", embedder)
+    for holder in (inner, getattr(inner, "query_encoder", None)):
+        cache = getattr(holder, "_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()

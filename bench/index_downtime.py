@@ -1,6 +1,7 @@
 """Zero downtime: a steady customer query load while `bot index rebuild --full` runs in another process.
 
-Usage: python bench/index_downtime.py [--rebuilds 2]
+Usage: python bench/index_downtime.py [--rebuilds 2] [--static-model var/embedders/kestrel-static]
+(`--static-model`: the service and the rebuilds use that tuned static table, copied into the run's data folder.)
 Prints failed queries (target 0), answers with sources, latency before (baseline) and during the rebuilds, and
 whether the running service picked up each new version without a restart.
 """
@@ -8,6 +9,7 @@ whether the running service picked up each new version without a restart.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,13 +28,20 @@ from bot.service import Service  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rebuilds", type=int, default=2)
+    parser.add_argument("--static-model", type=Path, default=None, help="a tuned static table's folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "servicebot.yaml"
-        cfg.write_text(f"data_dir: {tmp}/data\nresponder: extractive\nknowledge:\n  source: {DEMO / 'articles'}\n")
+        text = f"data_dir: {tmp}/data\nresponder: extractive\nknowledge:\n  source: {DEMO / 'articles'}\n"
+        if args.static_model:
+            name = args.static_model.name
+            shutil.copytree(args.static_model, Path(tmp) / "data" / "embedders" / name)
+            text += f"embedder:\n  name: static\n  config:\n    model: {name}\n"
+        cfg.write_text(text)
         service = Service.start(load_settings(cfg), warm=False)
         service.index.rebuild(DEMO / "articles")
         service.warm()
+        print(f"embedder: {service.pipeline.embedder.id}")
         qs = questions()
         stats: dict[str, list[float]] = {"before": [], "during": []}
         failures: list[str] = []

@@ -1,6 +1,10 @@
 """Query latency at 100,000 chunks through the real retriever (query embedded for real), with baselines.
 
 Usage: python bench/index_latency.py [--chunks 100000] [--dir /tmp/servicebot-bench-100k] [--rounds 2]
+       [--static-model var/embedders/kestrel-static]
+Default: the MiniLM embedder, documents given cheap synthetic vectors (embedding 100,000 chunks takes hours).
+`--static-model`: a table tuned by `bot finetune retriever --embedder static` embeds all documents for real (its
+own index under `<dir>-static`), and queries as it serves them (MiniLM's, with the card's `queries: minilm`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -18,6 +23,7 @@ from bot.config import Settings  # noqa: E402
 from bot.registry import PluginContext  # noqa: E402
 from knowledge.embedder import SentenceTransformerEmbedder  # noqa: E402
 from knowledge.retriever import ChromaRetriever  # noqa: E402
+from knowledge.static_embedder import StaticEmbedder  # noqa: E402
 
 
 def main() -> None:
@@ -25,8 +31,15 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/servicebot-bench-100k"))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--static-model", default=None, help="a tuned static table's folder (real vectors)")
     args = parser.parse_args()
-    embedder = SyntheticEmbedder(SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config()))
+    embedder: Any
+    if args.static_model:
+        embedder = StaticEmbedder(StaticEmbedder.Config(model=args.static_model))
+        args.dir = args.dir.with_name(args.dir.name + "-static")
+        print(f"embedder: {embedder.id}, every document embedded for real")
+    else:
+        embedder = SyntheticEmbedder(SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config()))
     settings = Settings(data_dir=args.dir / "data", responder="extractive", knowledge={"source": args.dir / "kb"})
     retriever = ChromaRetriever(ChromaRetriever.Config(), PluginContext(settings, embedder=embedder))
     status = retriever.status()
@@ -36,7 +49,7 @@ def main() -> None:
         report = retriever.rebuild(args.dir / "kb", full=True)
         print(
             f"built {report.chunks} chunks from {docs} documents in {time.perf_counter() - t:.0f}s "
-            f"(synthetic vectors; timings {dict(report.timings)})"
+            f"({'real' if args.static_model else 'synthetic'} vectors; timings {dict(report.timings)})"
         )
     retriever.warm()
     qs = questions()

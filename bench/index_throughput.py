@@ -4,7 +4,8 @@ re-indexing one changed document in a 10,000-chunk index.
 
 Usage: python bench/index_throughput.py [--full-chunks 600] [--index-chunks 10000] [--repeats 3]
        [--static-model var/embedders/kestrel-static] [--no-one-change]
-`--static-model` adds a row for a table tuned by `bot finetune retriever --embedder static` (its folder).
+`--static-model` adds a row for a table tuned by `bot finetune retriever --embedder static` (its folder), and a
+one-change run with it.
 Baselines in the same run: the embedding model alone on the same texts; a rebuild with nothing changed.
 """
 
@@ -51,7 +52,8 @@ def full_build(real: Any, label: str, chunks: int, repeats: int) -> None:
         print(f"  last build timings: {dict(report.timings)}")
 
 
-def one_change(real: SentenceTransformerEmbedder, chunks: int, repeats: int) -> None:
+def one_change(real: Any, chunks: int, repeats: int) -> None:
+    print(f"one changed document, embedder {real.id}:")
     embedder = SyntheticEmbedder(real)
     with tempfile.TemporaryDirectory() as tmp:
         kb = Path(tmp) / "kb"
@@ -98,11 +100,13 @@ def main() -> None:
     full_build(
         StaticEmbedder(StaticEmbedder.Config()), "static (distilled from MiniLM)", args.full_chunks, args.repeats
     )
-    if args.static_model:
-        tuned = StaticEmbedder(StaticEmbedder.Config(model=args.static_model))
+    tuned = StaticEmbedder(StaticEmbedder.Config(model=args.static_model)) if args.static_model else None
+    if tuned is not None:
         full_build(tuned, f"static, tuned ({tuned.id})", args.full_chunks, args.repeats)
     if not args.no_one_change:
         one_change(real, args.index_chunks, args.repeats)
+        if tuned is not None:
+            one_change(tuned, args.index_chunks, args.repeats)
 
 
 if __name__ == "__main__":
