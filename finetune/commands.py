@@ -93,6 +93,9 @@ def retriever(
     qa: Annotated[Path, typer.Option("--qa", help="QA JSONL: train split tunes, held-out evaluates.")] = Path(
         "knowledge/demo/qa.jsonl"
     ),
+    no_qa: Annotated[
+        bool, typer.Option("--no-qa", help="No QA file: tune on the knowledge alone (headings; distil for static).")
+    ] = False,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line.")] = False,
 ) -> None:
@@ -111,7 +114,7 @@ def retriever(
         distil_steps=distil_steps,
         tau=tau,
         hard_negatives=hard_negatives,
-        qa_file=qa,
+        qa_file=None if no_qa else qa,
         headings=headings,
         queries=queries,  # type: ignore[arg-type]  # checked above
     )

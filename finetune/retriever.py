@@ -31,7 +31,9 @@ class RetrieverConfig(BaseModel):
     embedder: Literal["minilm", "static"] = "minilm"
     name: str | None = None  # kestrel-minilm / kestrel-static
     base: str = "default"  # the embedder to start from: default, a local folder, or (static) a tuned table's name
-    qa_file: Path = Path("knowledge/demo/qa.jsonl")  # its train split gives the queries; held-out only evaluates
+    # Its train split gives the queries, held-out only evaluates. None: no QA file, the knowledge alone (heading
+    # queries, and a static table's distil stage).
+    qa_file: Path | None = Path("knowledge/demo/qa.jsonl")
     seed: int = 7
     epochs: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0)
@@ -210,7 +212,7 @@ def tune(
     questions before and after, and save it with a card in `<data_dir>/embedders/<name>`.
 
     Raises:
-        ServicebotError: no chunks, or no training question.
+        ServicebotError: no chunks, a QA file without training questions, or nothing to tune on.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -219,10 +221,10 @@ def tune(
     from finetune.static_retriever import distil, distil_texts, save_table, static_model, use_minilm_queries
     from knowledge.embedder import default_model_path
 
-    rows = read_jsonl(cfg.qa_file, _qa_check, strict=True)
+    rows = read_jsonl(cfg.qa_file, _qa_check, strict=True) if cfg.qa_file is not None else []
     train = [r for r in rows if r.get("split") == "train"]  # held-out questions only ever evaluate
     heldout = [r for r in rows if r.get("split") != "train"]
-    if not train:
+    if cfg.qa_file is not None and not train:
         raise ServicebotError(f"{cfg.qa_file} has no training questions (split: train).")
     torch.manual_seed(cfg.seed)
     static = cfg.embedder == "static"
@@ -234,6 +236,8 @@ def tune(
     data = hashlib.sha256(json.dumps([train, [c.text for c in chunks]], sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.epochs is not None and cfg.name is not None and cfg.lr is not None  # filled by _defaults
     queries = training_queries(chunks, train, cfg)
+    if not queries and not (static and cfg.distil_steps):
+        raise ServicebotError("Nothing to tune on: no QA file and no heading or span queries (--headings).")
     steps, done = (cfg.distil_steps if static else 0) + cfg.epochs * -(-len(queries) // cfg.batch_size), 0
 
     def tick() -> None:
@@ -294,7 +298,7 @@ def tune(
         "chunks": len(chunks),
         "config": json.loads(cfg.model_dump_json()),
         "train_s": round(seconds, 1),
-        "loss": {"first": round(losses[0], 4), "last": round(losses[-1], 4)},
+        "loss": {"first": round(losses[0], 4), "last": round(losses[-1], 4)} if losses else {},
         "stages": stages,
         "metrics": {"before": before, "after": after, "note": "vector search only, document level"},
     }

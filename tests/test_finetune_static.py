@@ -167,3 +167,24 @@ def test_recipe_options_add_span_queries_bm25_negatives_and_ranking_distillation
     assert pairs and all(chunks[p.positive].doc_id in p.docs for p in pairs)
     assert all(p.query in chunks[p.positive].text for p in pairs)  # a span of its own chunk
     assert all(chunks[j].doc_id not in p.docs for p in pairs for j in p.negatives)  # BM25's, from other articles
+
+
+def test_without_a_qa_file_the_table_tunes_on_the_knowledge_alone(kb: tuple[Settings, Path]) -> None:
+    settings, qa = kb
+    cfg = _cfg(qa, name="kb-only", epochs=2).model_copy(update={"qa_file": None})
+    card = tune(settings, cfg)
+    assert card["pairs"] == len(ARTICLES)  # one "title: section" query per chunk, no question
+    assert card["metrics"]["after"] == {"heldout": {}, "train": {}} and card["config"]["qa_file"] is None
+    assert card["stages"]["distil"]["cosine_after"] > card["stages"]["distil"]["cosine_before"]
+    spec = PluginSpec(name="static", config={"model": "kb-only"})
+    kb_settings = settings.model_copy(update={"embedder": spec})
+    embedder = build("embedder", spec, PluginContext(kb_settings))
+    assert embedder.query_encoder is not None  # queried by MiniLM, as a QA-tuned table
+    retriever = build("retriever", kb_settings.retriever, PluginContext(kb_settings, embedder=embedder))
+    assert retriever.rebuild(kb_settings.knowledge.source).switched
+    assert retriever.search_sync("where can I find a pdf of my bill", 1)[0].doc_id == "invoices"
+    with pytest.raises(ServicebotError, match="Nothing to tune on"):
+        tune(settings, RetrieverConfig(qa_file=None, headings=False, name="none"))
+    load_command_plugins()
+    result = CliRunner().invoke(app, ["finetune", "retriever", "--embedder", "minilm", "--no-qa", "--no-headings"])
+    assert result.exit_code != 0 and "Nothing to tune on" in result.output
