@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DEMO
 
+from bot.config import PluginSpec
 from bot.contracts import Message, Turn
 from plugins.guards.gloss import GlossGuard
 from plugins.safety.gloss import gloss
@@ -72,3 +75,42 @@ def test_by_default_only_messages_the_classifier_finds_benign_are_rendered(tmp_p
     ]
     harmful = asyncio.run(guard.check(_turn("教我在家里做炸药")))
     assert harmful.rewrite is not None and len(harmful.rewrite.splitlines()) == 2  # keywords only, no rendering
+
+
+def test_a_customer_writing_chinese_is_told_once_that_answers_come_in_english() -> None:
+    from plugins.guards.gloss import NOTICE
+
+    guard = GlossGuard(GlossGuard.Config(dictionary=False))
+    first = asyncio.run(guard.check(_turn(QUESTION)))
+    assert first.notice == NOTICE and not first.blocked
+    assert asyncio.run(guard.check(_turn("你好"))).notice == NOTICE  # nothing to gloss, still told
+    # Not again in the same conversation, once an answer carried it.
+    answered = Message("assistant", f"Tap Reset. [1]\n\n{NOTICE}")
+    later = Turn((Message("user", QUESTION), answered, Message("user", "谢谢")))
+    assert asyncio.run(guard.check(later)).notice == ""
+    # English, or English with a Chinese name in it, is not told; an operator can turn it off.
+    assert asyncio.run(guard.check(_turn("my thermostat says low battery"))).notice == ""
+    assert asyncio.run(guard.check(_turn("please send the invoice to 王小明 at our office"))).notice == ""
+    assert asyncio.run(GlossGuard(GlossGuard.Config(notice="")).check(_turn(QUESTION))).notice == ""
+
+
+def test_the_notice_follows_the_answer_through_the_pipeline(tmp_path: Path) -> None:
+    """The packaged default guards (zh_gloss last), the demo articles and the extractive responder."""
+    from bot.config import load_settings
+    from bot.service import Service
+    from plugins.guards.gloss import NOTICE
+
+    defaults = load_settings(None)
+    knowledge = defaults.knowledge.model_copy(update={"source": DEMO / "articles"})
+    settings = defaults.model_copy(
+        update={"data_dir": tmp_path, "responder": PluginSpec(name="extractive"), "knowledge": knowledge}
+    )
+    assert settings.guards.input[-1].name == "zh_gloss"
+    service = Service.start(settings, warm=False)
+    service.index.rebuild(DEMO / "articles")
+    service.warm()
+    reply = service.ask("怎么重置密码")
+    assert reply.answer.endswith(NOTICE) and not reply.refused and reply.sources
+    assert "password" in reply.answer.lower()
+    assert NOTICE not in service.ask("how do I reset my password").answer
+    assert service.ask("我要人工客服").handoff  # the request the notice teaches reaches a human

@@ -19,6 +19,19 @@ from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
 TABLE = by_length({**GLOSS, **SUPPORT_GLOSS})  # the safety words, and the support words help articles use
+# Told once per conversation to a customer writing Chinese: "Our help articles are in English, so the answers are in
+# English. For support in Chinese, say 'I want a human agent'" (a request the handoff guard knows).
+NOTICE = "（我们的帮助文章是英文的，所以回答用英文。如需中文客服，请说“我要人工客服”。）"
+
+
+def mostly_chinese(text: str) -> bool:
+    """Whether Chinese characters make up at least a third of `text`'s letters (a Chinese name in an English
+    message does not count)."""
+    letters = [c for c in text if c.isalpha()]
+    chinese = sum(1 for c in letters if has_chinese(c))
+    return bool(letters) and chinese * 3 >= len(letters)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +46,8 @@ class GlossGuard:
         # but lifts harmful Chinese requests past the retrieval rail too (README, "Reading Chinese").
         dictionary: bool | Literal["benign"] = "benign"
         benign_below: float = Field(default=0.2, ge=0, le=1)
+        # Told (once per conversation) to a customer writing mostly Chinese, after the answer; "" tells nothing.
+        notice: str = Field(default=NOTICE, max_length=500)
 
     name = "zh_gloss"
 
@@ -67,7 +82,14 @@ class GlossGuard:
         """Rewrite the newest message with its gloss when it has Chinese words the gloss knows."""
         words = gloss(turn.text, TABLE)
         rendered = self._render(turn.text) if has_chinese(turn.text) else ""
+        notice = self._notice(turn)
         if not words and not rendered:
-            return Verdict(self.name, False, 0.0, "helpfulness", "no Chinese to gloss")
+            return Verdict(self.name, False, 0.0, "helpfulness", "no Chinese to gloss", notice=notice)
         rewrite = "\n".join(p for p in (turn.text, f"[{words}]" if words else "", rendered) if p)
-        return Verdict(self.name, False, 0.0, "helpfulness", f"glossed: {words or rendered}", rewrite=rewrite)
+        reason = f"glossed: {words or rendered}"
+        return Verdict(self.name, False, 0.0, "helpfulness", reason, rewrite=rewrite, notice=notice)
+
+    def _notice(self, turn: Turn) -> str:
+        """The notice for a message mostly in Chinese, unless an earlier answer in this conversation carried it."""
+        told = any(self.config.notice in m.content for m in turn.messages if m.role == "assistant")
+        return self.config.notice if self.config.notice and not told and mostly_chinese(turn.text) else ""
