@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,13 +129,27 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the YAML file (passed as init kwargs).
-        return env_settings, init_settings
+        # Values passed in code win (a test's or a benchmark's own data_dir must not be moved by an exported
+        # SERVICEBOT_DATA_DIR), then the environment, then the operator's YAML file (`load_settings`).
+        return init_settings, env_settings, _FileSource(settings_cls)
 
     @property
     def index_dir(self) -> Path:
         """Where the Chroma store lives."""
         return self.data_dir / "index"
+
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("servicebot_file_values", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML file's values, below the environment (set by `load_settings` while it builds the settings)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # `__call__` hands over the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
 
 
 def describe_error(err: ValidationError, origin: str) -> str:
@@ -171,7 +186,10 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(f"Config file {path} is not valid YAML{line}.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of settings, not {type(raw).__name__}.")
+    token = _FILE_VALUES.set(raw)
     try:
-        return Settings(**raw)
+        return Settings()
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, f"Config error in {path}")) from None
+    finally:
+        _FILE_VALUES.reset(token)

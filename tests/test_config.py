@@ -57,6 +57,20 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.server.port == 9123 and settings.server.host == "127.0.0.1"
 
 
+def test_values_passed_in_code_beat_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A test or benchmark that picks its own data folder keeps it when an operator exported SERVICEBOT_DATA_DIR;
+    # the environment still beats the YAML file, and fills what code leaves out.
+    monkeypatch.setenv("SERVICEBOT_DATA_DIR", str(tmp_path / "operators"))
+    monkeypatch.setenv("SERVICEBOT_SERVER__PORT", "9123")
+    settings = Settings(data_dir=tmp_path / "mine", responder="extractive")
+    assert settings.data_dir == tmp_path / "mine" and settings.server.port == 9123
+    from_file = load_settings(write(tmp_path, "data_dir: from-yaml\nserver:\n  host: 127.0.0.1\n"))
+    assert from_file.data_dir == tmp_path / "operators" and from_file.server.host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(write(tmp_path, "data_dri: x\n"))
+    assert Settings().data_dir == tmp_path / "operators"  # the file's values do not linger
+
+
 def test_unknown_plugin_name_is_named(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, responder="extractive", guards={"input": ["max_lenght"]})
     with pytest.raises(PluginError, match=r"Unknown guard plugin 'max_lenght' \(installed: .*max_length"):
