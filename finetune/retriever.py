@@ -39,6 +39,10 @@ class RetrieverConfig(BaseModel):
     lr: float | None = Field(default=None, gt=0)
     distil_steps: int = Field(default=300, ge=0)  # static only: batches of 256 texts fitted to MiniLM's vectors
     distil_lr: float = Field(default=3e-3, gt=0)
+    # Bounds that keep tuning a large knowledge base to minutes: texts MiniLM embeds for the distil stage, and
+    # knowledge-augmented queries (headings, spans; the QA file's questions are always kept), each a seeded sample.
+    max_distil_texts: int = Field(default=20_000, ge=100)
+    max_queries: int = Field(default=20_000, ge=1)
     batch_size: int = Field(default=16, ge=2)
     tau: float = Field(default=0.05, gt=0)  # InfoNCE temperature
     hard_negatives: int = Field(default=2, ge=0)  # per query, mined with the base model
@@ -130,6 +134,7 @@ def training_queries(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg
         if gold:
             best = max(gold, key=lambda i: containment(chunks[i].text, row["answer"]))
             queries.append((row["question"], best, frozenset(row["article_ids"])))
+    asked = len(queries)
     if cfg.headings:
         for i, ch in enumerate(chunks):
             section = ch.metadata.get("section") or ""
@@ -142,6 +147,10 @@ def training_queries(chunks: Sequence[Any], train: Sequence[dict[str, Any]], cfg
             cut = spans(ch.text, rng, 1)
             for query in rng.sample(cut, min(cfg.span_queries, len(cut))):
                 queries.append((query, i, frozenset([ch.doc_id])))
+    made = queries[asked:]
+    if len(made) > cfg.max_queries - asked:  # questions stay; headings and spans are sampled, in their order
+        keep = sorted(random.Random(cfg.seed).sample(range(len(made)), max(0, cfg.max_queries - asked)))
+        queries = queries[:asked] + [made[i] for i in keep]
     return queries
 
 
@@ -151,6 +160,7 @@ def build_pairs(
     train: Sequence[dict[str, Any]],
     cfg: RetrieverConfig,
     queries: Sequence[Query] | None = None,
+    block: int = 1024,
 ) -> list[Pair]:
     """`training_queries` (unless given) with hard negatives mined by `model` (and BM25 with `cfg.bm25_negatives`)."""
     import torch
@@ -159,11 +169,19 @@ def build_pairs(
         queries = training_queries(chunks, train, cfg)
     lexical = _bm25(chunks) if cfg.bm25_negatives else None
     with torch.no_grad():
-        sims = _encode_queries(model, [q for q, _, _ in queries]) @ _encode(model, [c.text for c in chunks]).T
+        c = _encode(model, [ch.text for ch in chunks])
     pairs = []
     for n, (query, pos, docs) in enumerate(queries):
-        ranked = torch.argsort(sims[n], descending=True).tolist()
+        if n % block == 0:  # queries against all chunks a block at a time: memory stays block x chunks
+            with torch.no_grad():
+                q = _encode_queries(model, [t for t, _, _ in queries[n : n + block]])
+                sims = q @ c.T
+                top = torch.topk(sims, min(len(chunks), cfg.hard_negatives + 64), dim=1).indices.tolist()
+        ranked = top[n % block]
         hard = [j for j in ranked if chunks[j].doc_id not in docs][: cfg.hard_negatives]
+        if len(hard) < cfg.hard_negatives and len(ranked) < len(chunks):  # an article with many chunks on top
+            ranked = torch.argsort(sims[n % block], descending=True).tolist()
+            hard = [j for j in ranked if chunks[j].doc_id not in docs][: cfg.hard_negatives]
         if lexical is not None:
             top = [int(c) for c, _ in lexical.search(query, cfg.bm25_negatives + 20)]
             hard += [j for j in top if chunks[j].doc_id not in docs and j not in hard][: cfg.bm25_negatives]
@@ -249,7 +267,7 @@ def tune(
     before = {"heldout": rank_eval(model, chunks, heldout), "train": rank_eval(model, chunks, train)}
     stages: dict[str, Any] = {}
     if static and cfg.distil_steps:
-        texts = distil_texts(chunks, [r["question"] for r in train], cfg.seed)
+        texts = distil_texts(chunks, [r["question"] for r in train], cfg.seed, limit=cfg.max_distil_texts)
         stages["distil"] = distil(
             model,
             texts,

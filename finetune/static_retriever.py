@@ -130,14 +130,23 @@ def sentences_of(text: str) -> list[str]:
     return [s for s in parts if len(s) > 20]
 
 
-def distil_texts(chunks: Sequence[Any], questions: Sequence[str], seed: int, spans_per_sentence: int = 3) -> list[str]:
+def distil_texts(
+    chunks: Sequence[Any], questions: Sequence[str], seed: int, spans_per_sentence: int = 3, limit: int | None = None
+) -> list[str]:
     """What the table learns MiniLM's vectors on: chunks, their sentences and headings, query-sized spans (3 to 9
-    words) of those sentences, and the given (train-split) questions."""
+    words) of those sentences, and the given (train-split) questions. With `limit`, at most that many: the
+    questions, and a seeded sample of the rest (MiniLM embeds every one, so a large knowledge base is sampled
+    rather than embedded whole, about 26 texts per chunk)."""
     rng = random.Random(seed)
     sentences = [s for c in chunks for s in sentences_of(c.text)]
     cut = [x for c in chunks for x in spans(c.text, rng, spans_per_sentence)]
     headings = [f"{c.metadata.get('title', '')}: {c.metadata.get('section') or ''}".strip(": ") for c in chunks]
-    return list(dict.fromkeys([c.text for c in chunks] + sentences + headings + cut + list(questions)))
+    kept = list(dict.fromkeys(questions))
+    asked = set(kept)
+    rest = [t for t in dict.fromkeys([c.text for c in chunks] + sentences + headings + cut) if t not in asked]
+    if limit is not None and len(kept) + len(rest) > limit:
+        rest = rng.sample(rest, max(0, limit - len(kept)))
+    return rest + kept
 
 
 _TEACHER: dict[str, Any] = {}  # all-MiniLM-L6-v2 and its vectors by text, kept for the process (CV tunes many)

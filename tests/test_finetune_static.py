@@ -188,3 +188,25 @@ def test_without_a_qa_file_the_table_tunes_on_the_knowledge_alone(kb: tuple[Sett
     load_command_plugins()
     result = CliRunner().invoke(app, ["finetune", "retriever", "--embedder", "minilm", "--no-qa", "--no-headings"])
     assert result.exit_code != 0 and "Nothing to tune on" in result.output
+
+
+def test_large_knowledge_is_sampled_and_mined_a_block_at_a_time(kb: tuple[Settings, Path]) -> None:
+    from finetune.retriever import build_pairs, corpus, training_queries
+    from finetune.static_retriever import distil_texts, static_model
+
+    settings, qa = kb
+    chunks = corpus(settings)
+    questions = [q for q, *_ in QUESTIONS]
+    every = distil_texts(chunks, questions, 7)
+    some = distil_texts(chunks, questions, 7, limit=12)
+    assert len(some) == 12 and set(questions) <= set(some) and set(some) <= set(every)  # the questions always stay
+    assert distil_texts(chunks, questions, 7, limit=12) == some  # seeded
+    train = [{"question": q, "article_ids": [d], "answer": a} for q, d, a, s in QUESTIONS if s == "train"]
+    cfg = _cfg(qa, span_queries=2)
+    full = training_queries(chunks, train, cfg)
+    capped = training_queries(chunks, train, cfg.model_copy(update={"max_queries": 6}))
+    assert len(full) > 6 and len(capped) == 6 and capped[:4] == full[:4]  # the questions, then a sample
+    model = static_model("random-base", settings)
+    whole = build_pairs(model, chunks, train, cfg, full)
+    assert build_pairs(model, chunks, train, cfg, full, block=3) == whole  # mined in blocks: the same negatives
+    assert all(len(p.negatives) == cfg.hard_negatives for p in whole)
