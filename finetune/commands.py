@@ -93,6 +93,12 @@ def retriever(
     qa: Annotated[Path, typer.Option("--qa", help="QA JSONL: train split tunes, held-out evaluates.")] = Path(
         "knowledge/demo/qa.jsonl"
     ),
+    max_distil_texts: Annotated[
+        int, typer.Option(min=100, help="static: at most this many texts MiniLM embeds to distil (a sample).")
+    ] = 20_000,
+    max_queries: Annotated[
+        int, typer.Option(min=1, help="At most this many heading/span queries (a sample; questions all kept).")
+    ] = 20_000,
     no_qa: Annotated[
         bool, typer.Option("--no-qa", help="No QA file: tune on the knowledge alone (headings; distil for static).")
     ] = False,
@@ -117,6 +123,8 @@ def retriever(
         qa_file=None if no_qa else qa,
         headings=headings,
         queries=queries,  # type: ignore[arg-type]  # checked above
+        max_distil_texts=max_distil_texts,
+        max_queries=max_queries,
     )
     bar, update = _progress(f"Tuning {embedder} embedder '{cfg.name}'")
     with bar:
