@@ -169,15 +169,14 @@ def build_pairs(
         queries = training_queries(chunks, train, cfg)
     lexical = _bm25(chunks) if cfg.bm25_negatives else None
     with torch.no_grad():
-        c = _encode(model, [ch.text for ch in chunks])
+        vectors = _encode(model, [ch.text for ch in chunks])
     pairs = []
     for n, (query, pos, docs) in enumerate(queries):
         if n % block == 0:  # queries against all chunks a block at a time: memory stays block x chunks
             with torch.no_grad():
-                q = _encode_queries(model, [t for t, _, _ in queries[n : n + block]])
-                sims = q @ c.T
-                top = torch.topk(sims, min(len(chunks), cfg.hard_negatives + 64), dim=1).indices.tolist()
-        ranked = top[n % block]
+                sims = _encode_queries(model, [t for t, _, _ in queries[n : n + block]]) @ vectors.T
+                nearest = torch.topk(sims, min(len(chunks), cfg.hard_negatives + 64), dim=1).indices.tolist()
+        ranked = nearest[n % block]
         hard = [j for j in ranked if chunks[j].doc_id not in docs][: cfg.hard_negatives]
         if len(hard) < cfg.hard_negatives and len(ranked) < len(chunks):  # an article with many chunks on top
             ranked = torch.argsort(sims[n % block], descending=True).tolist()
