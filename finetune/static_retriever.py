@@ -76,21 +76,16 @@ def _table_module() -> Any:
 
 def use_minilm_queries(model: Any, settings: Settings) -> None:
     """Queries of `model` (a table in MiniLM's space) become all-MiniLM-L6-v2's vectors, as `queries: minilm`
-    serves them (the `minilm` embedder, ONNX int8 where available).
+    serves them (`knowledge.static_embedder.minilm_queries`).
 
     Raises:
-        ServicebotError: the table is not MiniLM-sized (a base table that was neither distilled nor tuned).
+        PluginError: the table is not MiniLM-sized (a base table that was neither distilled nor tuned).
     """
     from bot.registry import PluginContext
-    from knowledge.embedder import SentenceTransformerEmbedder
+    from knowledge.static_embedder import minilm_queries
 
-    encoder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(), PluginContext(settings))
-    if encoder.dimension != model.table.shape[1]:
-        raise ServicebotError(
-            f"queries: minilm needs the table in MiniLM's {encoder.dimension}-dimensional space (it has "
-            f"{model.table.shape[1]}): keep distil_steps above 0, or use queries: table."
-        )
-    model.query_encoder = encoder
+    advice = "keep distil_steps above 0, or use queries: table"
+    model.query_encoder = minilm_queries(int(model.table.shape[1]), PluginContext(settings), advice=advice)
 
 
 def base_table(base: str, settings: Settings) -> tuple[np.ndarray, Any, Path]:

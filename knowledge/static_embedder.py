@@ -89,6 +89,24 @@ def _card_queries(folder: Path) -> str:
         return "table"
 
 
+def minilm_queries(
+    dimension: int, ctx: Any, quantize: Literal["none", "int8"] = "int8", advice: str = "use queries: table"
+) -> SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (the `minilm` embedder) as the query encoder of a `dimension`-column table in its space,
+    as serving and tuning both use it.
+
+    Raises:
+        PluginError: the table is not MiniLM-sized (`advice` says what to do).
+    """
+    encoder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize=quantize), ctx)
+    if encoder.dimension != dimension:
+        raise PluginError(
+            f"queries: minilm needs a {encoder.dimension}-dimensional table in MiniLM's space; this one has "
+            f"{dimension} dimensions ({advice})."
+        )
+    return encoder
+
+
 def distill(vectors: np.ndarray, dimension: int, sif_a: float) -> np.ndarray:
     """The weighted, PCA-reduced token table from the model's token vectors (rows not normalised: a text's mean
     is normalised instead)."""
@@ -197,14 +215,8 @@ class StaticEmbedder:
 
     def _use_minilm_queries(self, config: Config, ctx: Any) -> None:
         """Embed queries with all-MiniLM-L6-v2 (the table holds passages in its space); the id says so."""
-        encoder = SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config(quantize=config.query_quantize), ctx)
-        if encoder.dimension != self.dimension:
-            raise PluginError(
-                f"queries: minilm needs a {encoder.dimension}-dimensional table in MiniLM's space; this one has "
-                f"{self.dimension} dimensions (use queries: table)."
-            )
-        self.query_encoder = encoder
-        self.id += f"+queries-{encoder.id}"
+        self.query_encoder = minilm_queries(self.dimension, ctx, config.query_quantize)
+        self.id += f"+queries-{self.query_encoder.id}"
 
     @staticmethod
     def _distil(model_dir: Path) -> np.ndarray:
