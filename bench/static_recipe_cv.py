@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from static_fusion_cv import (  # noqa: E402
     DEFAULT,
     DEMO,
+    _mean,
     _settings,
     candidate_lists,
     folds_of,
@@ -43,10 +44,6 @@ POINTS = {
     "hybrid rrf_k 5": (5, DEFAULT.bm25_weight, DEFAULT.candidates),
     "vector": (DEFAULT.rrf_k, 0.0, DEFAULT.candidates),
 }
-
-
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {m: statistics.mean(r[m] for r in rows) for m in ("recall@5", "mrr")}
 
 
 def score_table(tmp: Path, name: str, questions: list[Any]) -> dict[str, list[dict[str, float]]]:
