@@ -343,7 +343,13 @@ def main() -> None:
     parser.add_argument(
         "--formats",
         default="none,fp16/torch,fp16,int8",
-        help="weight formats, BLOCKS[:HEAD][/torch] (e.g. none:int8; /torch: decode steps without the native step)",
+        help="weight formats, BLOCKS[:HEAD][/torch][+kv32] (e.g. none:int8; /torch: decode steps without the native "
+        "step; +kv32: float32 KV caches instead of the default float16)",
+    )
+    parser.add_argument(
+        "--concurrency-kv",
+        default="float16",
+        help="KV cache formats the concurrency rows are measured with, in turn (e.g. float16,float32)",
     )
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--prepare-kb", action="store_true", help="time preparing every demo passage's block")
@@ -367,12 +373,14 @@ def main() -> None:
 
     fast: dict[str, Any] = {}
     for fmt in args.formats.split(","):
-        spec, _, path = fmt.partition("/")  # e.g. none:int8 = float32 blocks, int8 output projection
+        weights, _, kv = fmt.partition("+")
+        spec, _, path = weights.partition("/")  # e.g. none:int8 = float32 blocks, int8 output projection
         blocks, _, head = spec.partition(":")
         config = HFResponder.Config(
             quantize=blocks,  # type: ignore[arg-type]
             head_quantize=head or "same",  # type: ignore[arg-type]
             native=path != "torch",
+            kv_cache="float32" if kv == "kv32" else "float16",
             threads=args.threads,
             timeout_s=3600,
         )
@@ -449,19 +457,21 @@ def main() -> None:
         for name, xs in times.items():
             print(f"  {name:<36} {median(xs) * 1000:7.0f}")
     best.config.max_new_tokens = DECODE
-    for name, mb in (("passage blocks off", 0), ("passage blocks on (default)", best.config.passage_cache_mb)):
-        r = HFResponder(best.config.model_copy(update={"passage_cache_mb": mb}))
-        r.warm()
-        single, together = asyncio.run(concurrent(r, cases, 8))
-        print(
-            f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one at a "
-            f"time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
-        )
-        single, together = asyncio.run(clients(r, cases, 8, 4))
-        print(
-            f"8 clients, 4 requests each back to back ({name}): aggregate {together:.1f} tok/s vs one client "
-            f"{single:.1f} tok/s = {together / single:.2f}x"
-        )
+    for kv in args.concurrency_kv.split(","):
+        for name, mb in (("passage blocks off", 0), ("passage blocks on (default)", best.config.passage_cache_mb)):
+            name = f"{name}, {kv} KV"
+            r = HFResponder(best.config.model_copy(update={"passage_cache_mb": mb, "kv_cache": kv}))
+            r.warm()
+            single, together = asyncio.run(concurrent(r, cases, 8))
+            print(
+                f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one "
+                f"at a time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
+            )
+            single, together = asyncio.run(clients(r, cases, 8, 4))
+            print(
+                f"8 clients, 4 requests each back to back ({name}): aggregate {together:.1f} tok/s vs one client "
+                f"{single:.1f} tok/s = {together / single:.2f}x"
+            )
 
     cold, warm = asyncio.run(follow_up_ttft(best.config, cases))
     print(

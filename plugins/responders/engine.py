@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 Quantize = Literal["none", "int8", "fp16", "bf16"]
 HeadQuantize = Literal["same", "none", "int8", "fp16"]
+KVFormat = Literal["float32", "float16"]
 
 
 def supports(model: Any) -> bool:
@@ -30,7 +31,7 @@ def supports(model: Any) -> bool:
 class KVCache:
     """The keys and values of one sequence, preallocated to `capacity` positions; `length` are filled."""
 
-    keys: list[Tensor]  # per layer: [kv_heads, capacity, head_dim]
+    keys: list[Tensor]  # per layer: [kv_heads, capacity, head_dim], in the engine's KV format
     values: list[Tensor]
     capacity: int
     length: int = 0
@@ -110,13 +111,23 @@ class LlamaEngine:
             one that grows most with the batch; greedy answers only need its arg-max.
         native: with fp16 weights, run decode steps in the compiled step of `native/decode.c` when it builds on
             this machine (`self.native` says whether it did); prefill always runs through torch.
+        kv: the KV caches' number format. `float16` halves the bytes a decode step reads from them (at 8 sequences
+            of 600 tokens as many as the weights themselves); arithmetic stays float32 (keys and values are widened
+            as they are read), only the stored keys and values are rounded.
     """
 
     def __init__(
-        self, model: Any, quantize: Quantize = "none", head_quantize: HeadQuantize = "same", native: bool = True
+        self,
+        model: Any,
+        quantize: Quantize = "none",
+        head_quantize: HeadQuantize = "same",
+        native: bool = True,
+        kv: KVFormat = "float32",
     ) -> None:
         cfg = model.config
         self.quantize = quantize
+        self.kv = kv
+        self._kv_dtype = torch.float16 if kv == "float16" else torch.float32
         self.head_quantize = quantize if head_quantize == "same" else head_quantize
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -153,7 +164,12 @@ class LlamaEngine:
         capacity = min(capacity, self.max_positions)
         shape = (self.kv_heads, capacity, self.head_dim)
         n = len(self.layers)
-        return KVCache([torch.empty(shape) for _ in range(n)], [torch.empty(shape) for _ in range(n)], capacity)
+        dtype = self._kv_dtype
+        return KVCache(
+            [torch.empty(shape, dtype=dtype) for _ in range(n)],
+            [torch.empty(shape, dtype=dtype) for _ in range(n)],
+            capacity,
+        )
 
     def _rope(self, upto: int) -> tuple[Tensor, Tensor]:
         if self._cos.shape[0] < upto:  # the same float math as transformers' rotary embedding
@@ -291,7 +307,7 @@ class LlamaEngine:
             qkv = layer.qkv(h.to(self._dtype)).float()
             if i == 1 and stored is not None and spots is not None and mask is not None:
                 fresh = qkv[0, :, (nh + nkv) * hd :].view(steps, nkv, hd)
-                drift = (fresh - caches[0].values[i][:, spots].transpose(0, 1)).square().sum((1, 2))
+                drift = (fresh - caches[0].values[i][:, spots].transpose(0, 1).float()).square().sum((1, 2))
                 drift[~stored] = float("inf")  # the prompt's own tokens always go on
                 chosen = drift.topk(min(steps, int((~stored).sum()) + extra)).indices.sort().values
                 x, qkv, cos, sin = x[:, chosen], qkv[:, chosen], cos[:, chosen], sin[:, chosen]
@@ -309,13 +325,13 @@ class LlamaEngine:
                     cache.keys[i][:, starts[b] : end] = k[b]
                     cache.values[i][:, starts[b] : end] = v[b]
                 else:
-                    cache.keys[i][:, spots] = k[b]
-                    cache.values[i][:, spots] = v[b]
+                    cache.keys[i][:, spots] = k[b].to(cache.keys[i].dtype)
+                    cache.values[i][:, spots] = v[b].to(cache.values[i].dtype)
                 outs.append(
                     F.scaled_dot_product_attention(
                         q[b : b + 1],
-                        cache.keys[i][None, :, :end],
-                        cache.values[i][None, :, :end],
+                        cache.keys[i][None, :, :end].float(),  # no copy for a float32 cache
+                        cache.values[i][None, :, :end].float(),
                         attn_mask=mask,
                         enable_gqa=True,
                     )
@@ -385,6 +401,7 @@ class _NativeStep:
             positions.data_ptr(),
             addresses.data_ptr(),
             capacities.data_ptr(),
+            int(engine.kv == "float16"),
             cos.data_ptr(),
             sin.data_ptr(),
             logits.data_ptr(),

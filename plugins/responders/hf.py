@@ -68,6 +68,9 @@ class HFResponder:
         # fp16 decode steps in the compiled native step (plugins/responders/native), built with the system C
         # compiler on first use; without one (or with native: false) they run through torch: same answers, slower.
         native: bool = True
+        # The KV caches' number format: float16 halves what a decode step reads from them (with 8 sequences of 600
+        # tokens, as much as the weights); arithmetic stays float32. float32 for bit-for-bit `generate` agreement.
+        kv_cache: Literal["float16", "float32"] = "float16"
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
         # KV caches of the last N prompts kept for reuse: a prompt sharing passages with one of them prefills only
@@ -157,7 +160,9 @@ class HFResponder:
         model, method = (self._base, "base") if adapter is None else adapters.load(self._base, adapter)
         if self.config.engine != "fast" or method == "prefix" or not supports(model):
             return _Serving(model, None, adapter, method)
-        engine = LlamaEngine(model, self.config.quantize, self.config.head_quantize, self.config.native)
+        engine = LlamaEngine(
+            model, self.config.quantize, self.config.head_quantize, self.config.native, self.config.kv_cache
+        )
         eos = eos_ids(self._tok, getattr(model, "generation_config", None))
         fast = Model(engine, eos, recent_size=self.config.prompt_cache, recompute=self.config.passage_recompute)
         prefix_ids = self._ids([{"role": "system", "content": self.config.system_prompt}], generation=False)
@@ -193,6 +198,7 @@ class HFResponder:
             "model": _identity(Path(resolve(self.config.model))),
             "adapter": _identity(adapter) if adapter is not None else None,
             "quantize": [self.config.quantize, self.config.head_quantize],
+            "kv": self.config.kv_cache,  # a block's later tokens attended to the earlier ones in this format
             "context": context,
         }
         digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]

@@ -70,7 +70,9 @@ def _build() -> ctypes.CDLL | None:
         log.warning("The native decode step did not load (%s); decoding through torch.", exc)
         return None
     ptr = ctypes.c_void_p  # every array is passed as its address (torch tensors' data_ptr())
-    lib.sb_decode.argtypes = [ptr, ctypes.c_float, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
+    i32 = ctypes.c_int
+    # dims, eps, weights, batch, x, pos, caches, caps, kv16, cos, sin, logits, threads
+    lib.sb_decode.argtypes = [ptr, ctypes.c_float, ptr, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, ptr, i32]
     lib.sb_decode.restype = ctypes.c_int
     return lib
 

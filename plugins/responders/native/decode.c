@@ -160,13 +160,105 @@ static void rope(float *v, const float *cs, const float *sn, int hd) {
     }
 }
 
-static inline float dot(const float *a, const float *b, int n) {
+/* The KV cache holds float32 or float16 (kv16) numbers; float16 halves the bytes a step reads from it. */
+static inline float kv_at(const void *row, int i, int kv16) {
+    return kv16 ? h2f(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+static inline __m256 kv_load8(const void *row, int i, int kv16) {
+    return kv16 ? load8((const uint16_t *)row + i) : _mm256_loadu_ps((const float *)row + i);
+}
+
+/* a . row, row a cached key (float32 or float16). */
+static inline __attribute__((always_inline)) float dot_kv(const float *a, const void *row, int n, int kv16) {
     const int n8 = n & ~7;
     __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < n8; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    for (int i = 0; i < n8; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv_load8(row, i, kv16), acc);
     float s = hsum(acc);
-    for (int i = n8; i < n; i++) s += a[i] * b[i];
+    for (int i = n8; i < n; i++) s += a[i] * kv_at(row, i, kv16);
     return s;
+}
+
+/* out += p row, row a cached value (float32 or float16). */
+static inline __attribute__((always_inline)) void axpy_kv(float p, const void *row, float *out, int n, int kv16) {
+    const int n8 = n & ~7;
+    const __m256 pv = _mm256_set1_ps(p);
+    for (int i = 0; i < n8; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, kv_load8(row, i, kv16), _mm256_loadu_ps(out + i)));
+    for (int i = n8; i < n; i++) out[i] += p * kv_at(row, i, kv16);
+}
+
+/* Store n float32 numbers into a cache row (rounded to nearest even for float16, as torch converts). */
+static inline void kv_store(void *row, const float *src, int n, int kv16) {
+    if (!kv16) {
+        memcpy(row, src, sizeof(float) * n);
+        return;
+    }
+    uint16_t *dst = (uint16_t *)row;
+    const int n8 = n & ~7;
+    for (int i = 0; i < n8; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (int i = n8; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* exp(x) for eight lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to r^7 (relative error
+ * about 2e-7, like expf), times 2^n built in the exponent bits. Lanes below -87 give 0, lanes above 88 exp(88). */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln2 in two parts, for an exact r */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+/* row[0..n) = softmax(row[0..n)) in place. */
+static void softmax(float *row, int n) {
+    const int n8 = n & ~7;
+    float top = -INFINITY, total = 0.0f;
+    for (int t = 0; t < n; t++) top = row[t] > top ? row[t] : top;
+    const __m256 topv = _mm256_set1_ps(top);
+    __m256 sum = _mm256_setzero_ps();
+    for (int t = 0; t < n8; t += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), topv));
+        _mm256_storeu_ps(row + t, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    total = hsum(sum);
+    for (int t = n8; t < n; t++) total += (row[t] = expf(row[t] - top));
+    const __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (int t = 0; t < n8; t += 8) _mm256_storeu_ps(row + t, _mm256_mul_ps(_mm256_loadu_ps(row + t), inv));
+    for (int t = n8; t < n; t++) row[t] /= total;
+}
+
+/* Attention of `group` query heads (q, group x hd) over the first n cached keys and values of their shared head
+ * (kc, vc: rows of hd numbers, float16 when kv16). s: group score rows, ld apart; out: group x hd. Inlined with a
+ * constant kv16 at each call, so each cache format gets its own loop. */
+static inline __attribute__((always_inline)) void attend(const float *q, const char *kc, const char *vc, int n, int group,
+                                                        int hd, float scale, float *s, int ld, float *out,
+                                                        const int kv16) {
+    const size_t row = (size_t)hd * (kv16 ? sizeof(uint16_t) : sizeof(float));
+    for (int t = 0; t < n; t++) { /* each cached key is read once for the whole group */
+        const void *k = kc + (size_t)t * row;
+        for (int j = 0; j < group; j++) s[(size_t)j * ld + t] = dot_kv(q + j * hd, k, hd, kv16) * scale;
+    }
+    for (int j = 0; j < group; j++) softmax(s + (size_t)j * ld, n);
+    memset(out, 0, sizeof(float) * group * hd);
+    for (int t = 0; t < n; t++) { /* and each cached value once */
+        const void *v = vc + (size_t)t * row;
+        for (int j = 0; j < group; j++) axpy_kv(s[(size_t)j * ld + t], v, out + j * hd, hd, kv16);
+    }
 }
 
 /* dims: layers, hidden, intermediate, heads, kv_heads, head_dim, vocab.
@@ -174,16 +266,18 @@ static inline float dot(const float *a, const float *b, int n) {
  *   gate_up [2 intermediate, hidden] f16, down [hidden, intermediate] f16, norm1 [hidden] f32, norm2 [hidden] f32;
  *   then the final norm [hidden] f32 and the output projection [vocab, hidden] f16.
  * x: [batch, hidden] embeddings of the new tokens (overwritten). pos: each sequence's position for its token.
- * caches: per sequence, per layer, keys then values, each [kv_heads, capacity, head_dim] f32; caps: capacities.
+ * caches: per sequence, per layer, keys then values, each [kv_heads, capacity, head_dim], float16 when kv16 is set,
+ *   float32 otherwise; caps: capacities.
  * cos, sin: rotary tables with a row per position [*, head_dim]. logits: [batch, vocab] out.
  * Returns 0, or -1 when scratch memory cannot be had. */
 int sb_decode(const int64_t *dims, float eps, const int64_t *weights, int batch, float *x, const int64_t *pos,
-              const int64_t *caches, const int64_t *caps, const float *cos_t, const float *sin_t, float *logits,
-              int threads) {
+              const int64_t *caches, const int64_t *caps, int kv16, const float *cos_t, const float *sin_t,
+              float *logits, int threads) {
     const int L = (int)dims[0], H = (int)dims[1], I = (int)dims[2], NH = (int)dims[3], NKV = (int)dims[4],
               HD = (int)dims[5], V = (int)dims[6];
     const int QKV = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
+    const size_t esize = kv16 ? sizeof(uint16_t) : sizeof(float); /* bytes per cached number */
     int64_t longest = 0;
     for (int b = 0; b < batch; b++) longest = pos[b] + 1 > longest ? pos[b] + 1 : longest;
     float *h = malloc(sizeof(float) * (size_t)batch * H);
@@ -215,40 +309,26 @@ int sb_decode(const int64_t *dims, float eps, const int64_t *weights, int batch,
                 float *row = qkv + (size_t)b * QKV;
                 const float *cs = cos_t + (size_t)pos[b] * HD, *sn = sin_t + (size_t)pos[b] * HD;
                 for (int j = 0; j < NH + NKV; j++) rope(row + j * HD, cs, sn, HD);
-                float *kc = (float *)caches[((size_t)b * L + l) * 2], *vc = (float *)caches[((size_t)b * L + l) * 2 + 1];
+                char *kc = (char *)caches[((size_t)b * L + l) * 2], *vc = (char *)caches[((size_t)b * L + l) * 2 + 1];
                 for (int j = 0; j < NKV; j++) {
-                    memcpy(kc + ((size_t)j * caps[b] + pos[b]) * HD, row + (NH + j) * HD, sizeof(float) * HD);
-                    memcpy(vc + ((size_t)j * caps[b] + pos[b]) * HD, row + (NH + NKV + j) * HD, sizeof(float) * HD);
+                    const size_t at = ((size_t)j * caps[b] + pos[b]) * HD * esize;
+                    kv_store(kc + at, row + (NH + j) * HD, HD, kv16);
+                    kv_store(vc + at, row + (NH + NKV + j) * HD, HD, kv16);
                 }
             }
             SYNC();
 #pragma omp for schedule(static) nowait
             for (int bg = 0; bg < batch * NKV; bg++) { /* a key/value head and the query heads that share it */
-                const int b = bg / NKV, g = bg % NKV, n = (int)pos[b] + 1;
-                const size_t at = ((size_t)b * L + l) * 2, off = (size_t)g * caps[b] * HD;
-                const float *kc = (const float *)caches[at] + off, *vc = (const float *)caches[at + 1] + off;
+                const int b = bg / NKV, g = bg % NKV;
+                const size_t at = ((size_t)b * L + l) * 2, off = (size_t)g * caps[b] * HD * esize;
                 const float *q = qkv + (size_t)b * QKV + (size_t)g * group * HD; /* its `group` query heads */
                 float *s = scores + (size_t)(b * NH + g * group) * longest;      /* one row of n per query head */
                 float *out = att + (size_t)b * NH * HD + (size_t)g * group * HD;
-                for (int t = 0; t < n; t++) { /* each cached key is read once for the whole group */
-                    const float *k = kc + (size_t)t * HD;
-                    for (int j = 0; j < group; j++) s[(size_t)j * longest + t] = dot(q + j * HD, k, HD) * scale;
-                }
-                for (int j = 0; j < group; j++) {
-                    float *row = s + (size_t)j * longest, top = -INFINITY, total = 0.0f;
-                    for (int t = 0; t < n; t++) top = row[t] > top ? row[t] : top;
-                    for (int t = 0; t < n; t++) total += (row[t] = expf(row[t] - top));
-                    for (int t = 0; t < n; t++) row[t] /= total;
-                }
-                memset(out, 0, sizeof(float) * group * HD);
-                for (int t = 0; t < n; t++) { /* and each cached value once */
-                    const float *v = vc + (size_t)t * HD;
-                    for (int j = 0; j < group; j++) {
-                        const float p = s[(size_t)j * longest + t];
-                        float *o = out + j * HD;
-                        for (int d = 0; d < HD; d++) o[d] += p * v[d];
-                    }
-                }
+                const char *kc = (const char *)caches[at] + off, *vc = (const char *)caches[at + 1] + off;
+                if (kv16)
+                    attend(q, kc, vc, (int)pos[b] + 1, group, HD, scale, s, longest, out, 1);
+                else
+                    attend(q, kc, vc, (int)pos[b] + 1, group, HD, scale, s, longest, out, 0);
             }
             SYNC();
             gemv16((const uint16_t *)lw[1], H, NH * HD, att, NH * HD, x, H, batch, 1);
@@ -260,10 +340,17 @@ int sb_decode(const int64_t *dims, float eps, const int64_t *weights, int batch,
             gemv16((const uint16_t *)lw[2], 2 * I, H, h, H, gu, 2 * I, batch, 0);
             SYNC();
 #pragma omp for schedule(static) nowait
-            for (int bi = 0; bi < batch * I; bi++) {
-                const int b = bi / I, i = bi % I;
-                const float g = gu[(size_t)b * 2 * I + i], u = gu[(size_t)b * 2 * I + I + i];
-                act[bi] = g / (1.0f + expf(-g)) * u;
+            for (int b = 0; b < batch; b++) { /* SwiGLU: silu(gate) * up, g / (1 + exp(-g)) * u */
+                const float *g = gu + (size_t)b * 2 * I, *u = g + I;
+                float *a = act + (size_t)b * I;
+                const int I8 = I & ~7;
+                const __m256 one = _mm256_set1_ps(1.0f);
+                for (int i = 0; i < I8; i += 8) {
+                    const __m256 gv = _mm256_loadu_ps(g + i);
+                    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+                    _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+                }
+                for (int i = I8; i < I; i++) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
             }
             SYNC();
             gemv16((const uint16_t *)lw[3], H, I, act, I, x, H, batch, 1);
