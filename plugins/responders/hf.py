@@ -74,7 +74,7 @@ class HFResponder:
         threads: int | None = Field(default=None, ge=1)
         max_batch: int = Field(default=8, ge=1, le=64)
         # KV caches of the last N prompts kept for reuse: a prompt sharing passages with one of them prefills only
-        # what differs (about 32 MB each for the default model; 0 = only the system prompt is reused).
+        # what differs (about 16 MB each for the default model, float16 caches; 0 = only the system prompt is reused).
         prompt_cache: int = Field(default=4, ge=0, le=64)
         # Passage blocks: each passage's keys and values are computed once (after the system prompt) and spliced
         # into later prompts that quote it, in any order or company, so only the rest of the prompt is prefilled.
