@@ -72,7 +72,8 @@ class ChatRequest(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts: the answer's streamed pieces (prompt tokens are not counted)."""
+    """Token counts of the model's turn: what it read and what it wrote (0 for a turn no model answered, e.g. a
+    refusal; a responder that does not report counts gives its streamed pieces and no prompt count)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -99,6 +100,11 @@ def _extras(reply: Reply, conversation_id: str, streamed: str | None = None) -> 
         extra["answer"] = reply.answer
         extra["replaced"] = streamed.strip() != reply.answer.strip()
     return extra
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    total = reply.prompt_tokens + reply.tokens
+    return Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.tokens, total_tokens=total).model_dump()
 
 
 def _sse(body: dict[str, Any]) -> str:
@@ -196,11 +202,11 @@ def build_api(state: AppState) -> fastapi.APIRouter:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": reply.answer},
-                    "finish_reason": "stop",
+                    "finish_reason": reply.finish_reason,
                     "logprobs": None,
                 }
             ],
-            "usage": Usage(completion_tokens=reply.tokens, total_tokens=reply.tokens).model_dump(),
+            "usage": _usage(reply),
             "servicebot": _extras(reply, conversation),
         }
 
@@ -275,7 +281,9 @@ async def _stream(
             yield (
                 head
                 + tail
-                + chunk({}, "stop", servicebot=_extras(reply, conversation, "".join(sent)))
+                + chunk(
+                    {}, reply.finish_reason, usage=_usage(reply), servicebot=_extras(reply, conversation, "".join(sent))
+                )
                 + "data: [DONE]\n\n"
             )
             return

@@ -98,6 +98,17 @@ class Draft:
 
     text: str
     tokens: int = 0
+    prompt_tokens: int = 0  # what the model read (0: the responder does not say)
+    finish: Literal["stop", "length"] = "stop"  # "length": the model was cut off by its token limit
+
+
+@dataclass
+class Usage:
+    """Filled in by a `Metered` responder while it streams one answer."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "stop"
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ class Reply:
     tokens: int = 0
     latency_ms: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
+    prompt_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "stop"  # "length": the answer shown is the model's, cut off
 
 
 @runtime_checkable
@@ -167,6 +180,14 @@ class Responder(Protocol):
     name: str
 
     def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class Metered(Protocol):
+    """Optional: responders that report token counts and why an answer ended (for the API's `usage` and
+    `finish_reason`). `stream_metered` streams like `stream` and fills `usage` by the time it ends."""
+
+    def stream_metered(self, turn: Turn, passages: Sequence[Passage], usage: Usage) -> AsyncIterator[str]: ...
 
 
 @runtime_checkable

@@ -7,19 +7,21 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.admission import Admission
 from bot.contracts import (
     Draft,
     InputGuard,
+    Metered,
     OutputGuard,
     PassageGuard,
     Reply,
     Responder,
     Retriever,
     Turn,
+    Usage,
     Verdict,
 )
 from bot.policy import RESPONDER_DOWN, Policy
@@ -187,9 +189,15 @@ async def _answer(
     usable = p.policy.usable(passages)
     t = time.perf_counter()
     parts: list[str] = []
+    usage = Usage()
     try:
-        # Without a usable passage the policy answers "I don't know"; generating would only invent.
-        async with _closing(p.responder.stream(turn, usable) if usable else _nothing()) as stream:
+        if not usable:  # without a usable passage the policy answers "I don't know"; generating would only invent
+            source = _nothing()
+        elif isinstance(p.responder, Metered):
+            source = p.responder.stream_metered(turn, usable, usage)
+        else:
+            source = p.responder.stream(turn, usable)
+        async with _closing(source) as stream:
             async for delta in stream:
                 if not parts:
                     latency["first_token"] = _ms(t)
@@ -202,7 +210,8 @@ async def _answer(
         yield p.policy.decide(turn, None, [], verdicts, latency)
         return
     latency["generation"] = _ms(t)
-    draft = Draft(text="".join(parts).strip(), tokens=len(parts))
+    tokens = usage.completion_tokens or len(parts)
+    draft = Draft("".join(parts).strip(), tokens, usage.prompt_tokens, usage.finish_reason)
 
     t = time.perf_counter()
     for out_guard in p.output_guards:
@@ -211,7 +220,7 @@ async def _answer(
         _took(latency, out_guard.name, tg)
         verdicts.append(verdict)
         if verdict.rewrite is not None:
-            draft = Draft(verdict.rewrite, draft.tokens)
+            draft = replace(draft, text=verdict.rewrite)
         if verdict.blocked:
             break
     latency["guards_out"] = _ms(t)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bot.contracts import Draft, Passage, Reply, Turn, Verdict
 
@@ -92,7 +93,14 @@ class Policy:
         handoff = next((v for v in verdicts if v.handoff), None)
         blocking = self.blocking(verdicts)
 
-        def reply(answer: str, refused: bool, to_human: bool, reason: str, sources: Sequence[Passage] = ()) -> Reply:
+        def reply(
+            answer: str,
+            refused: bool,
+            to_human: bool,
+            reason: str,
+            sources: Sequence[Passage] = (),
+            finish: Literal["stop", "length"] = "stop",
+        ) -> Reply:
             text = f"{answer}\n\n{notices}" if notices else answer
             return Reply(
                 text,
@@ -103,6 +111,8 @@ class Policy:
                 draft.tokens if draft else 0,
                 dict(latency),
                 f"{reason} ({why})",
+                draft.prompt_tokens if draft else 0,
+                finish,
             )
 
         if blocking is not None:
@@ -118,4 +128,5 @@ class Policy:
         usable = self.usable(passages)
         if not usable:
             return reply(NO_KNOWLEDGE, False, True, "no passage scored above min_score")
-        return reply(draft.text, False, False, "answered from passages", usable)
+        # The model's answer: "length" when it reached its token limit (output guards may have tidied the end).
+        return reply(draft.text, False, False, "answered from passages", usable, draft.finish)

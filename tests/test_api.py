@@ -296,3 +296,30 @@ def test_a_metrics_token_closes_metrics_to_everyone_without_it(
         scraped = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scrape-me"})
         assert scraped.status_code == 200 and "servicebot_turns_total" in scraped.text
         assert httpx.get(f"{url}/healthz").status_code == 200  # liveness stays open for load balancers
+
+
+def test_finish_reason_and_usage_report_what_the_model_did(
+    web_service: Service, serve: Callable[..., AbstractContextManager[str]], tiny_llama: Any
+) -> None:
+    from plugins.responders.hf import HFResponder
+
+    model = HFResponder(HFResponder.Config(model=str(tiny_llama), max_new_tokens=6, repetition_penalty=1.0))
+    service = Service(web_service.settings, dataclasses.replace(web_service.pipeline, responder=model))
+    with serve(service) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+        question = [{"role": "user", "content": "How do I reset my password?"}]
+        out = client.chat.completions.create(model="servicebot", messages=question)  # type: ignore[arg-type]
+        assert out.servicebot["refused"] is False  # type: ignore[attr-defined]
+        # The tiny random model is cut off by its 6-token limit; the prompt (system, passages, question) is counted.
+        assert out.choices[0].finish_reason == "length"
+        assert out.usage is not None and out.usage.completion_tokens == 6 and out.usage.prompt_tokens > 100
+        assert out.usage.total_tokens == out.usage.prompt_tokens + 6
+        events = sse(url, {"model": "servicebot", "stream": True, "messages": question})
+        last = events[-2]
+        assert last["choices"][0]["finish_reason"] == "length" and last["usage"]["completion_tokens"] == 6
+        refused = client.chat.completions.create(
+            model="servicebot",
+            messages=[{"role": "user", "content": OVERRIDE}],  # type: ignore[list-item]
+        )
+        assert refused.choices[0].finish_reason == "stop"  # no model ran: nothing was cut off, nothing counted
+        assert refused.usage is not None and refused.usage.total_tokens == 0

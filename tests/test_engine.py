@@ -283,3 +283,24 @@ async def test_prompts_sharing_passages_reuse_the_cached_part_and_answer_the_sam
     # after the first, and the repeated question all but its last token.
     assert fast_warm.reused > fast_cold.reused + 3 * len(PASSAGES[0].text.split())
     assert len(fast_warm.recent) == 2  # the oldest prompt was let go
+
+
+@pytest.mark.parametrize("engine", ["fast", "transformers"])
+async def test_usage_counts_the_prompt_and_the_answer_and_says_why_it_ended(tiny_llama: Path, engine: str) -> None:
+    from bot.contracts import Usage
+
+    cut = responder(tiny_llama, max_new_tokens=5, repetition_penalty=1.0, engine=engine)
+    usage = Usage()
+    deltas = [d async for d in cut.stream_metered(turn("where is my parcel"), PASSAGES, usage)]
+    prompt, _ = cut._prompt(turn("where is my parcel"), PASSAGES)
+    assert usage.prompt_tokens == len(prompt) > 20
+    assert usage.completion_tokens == 5 and len(deltas) <= 5
+    assert usage.finish_reason == "length"  # the random model never ends on its own within 5 tokens
+    # A stop sequence ends the answer: not cut off by the limit, though fewer tokens than the limit were written.
+    free = "".join(deltas)
+    stop = free.strip()[2:4]
+    assert len(stop) == 2 and stop in free
+    stopped = responder(tiny_llama, max_new_tokens=5, repetition_penalty=1.0, engine=engine, stop=[stop])
+    usage = Usage()
+    text = "".join([d async for d in stopped.stream_metered(turn("where is my parcel"), PASSAGES, usage)])
+    assert text == free[: free.index(stop)] and usage.finish_reason == "stop" and 0 < usage.completion_tokens <= 5

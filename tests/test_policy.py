@@ -58,3 +58,13 @@ def test_handoff_verdict_hands_off_without_refusing_and_notices_are_appended() -
 def test_blocking_guard_message_is_specific() -> None:
     reply = Policy().decide(TURN, None, [], [v("jb", 0.9, blocked=True, message="I can't share that.")], {})
     assert reply.refused and reply.answer == "I can't share that." and "blocked by jb" in reply.reason
+
+
+def test_a_cut_off_answer_reports_length_and_a_reply_without_the_model_reports_stop() -> None:
+    cut = Draft("Open Settings and tap", tokens=64, prompt_tokens=600, finish="length")
+    answered = Policy().decide(TURN, cut, PASSAGE, [], {})
+    assert answered.finish_reason == "length" and (answered.prompt_tokens, answered.tokens) == (600, 64)
+    refused = Policy().decide(TURN, cut, PASSAGE, [v("guard", 1.0, blocked=True)], {})
+    assert refused.refused and refused.finish_reason == "stop"
+    unknown = Policy().decide(TURN, cut, [], [], {})  # no usable passage: "I don't know" and a human
+    assert unknown.handoff and unknown.finish_reason == "stop"

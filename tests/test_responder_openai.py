@@ -170,3 +170,17 @@ def test_a_wrong_model_or_key_is_refused_at_start_with_one_sentence(engine_url: 
         wrong.warm()
     with pytest.raises(PluginError, match="answered 401"):
         asyncio.run(collect(wrong, "hello"))
+
+
+def test_finish_reason_and_counts_the_server_reports_are_kept(engine_url: str) -> None:
+    from bot.contracts import Usage
+
+    usage = Usage()
+
+    async def run() -> str:
+        turn = Turn((Message("user", "I forgot my password and can't log in"),))
+        return "".join([d async for d in remote(engine_url).stream_metered(turn, [PASSAGE], usage)])
+
+    assert "password" in asyncio.run(run()).lower()
+    # `bot serve` sends usage in its last chunk: its extractive responder names no prompt count, only pieces.
+    assert usage.finish_reason == "stop" and usage.completion_tokens >= 2 and usage.prompt_tokens == 0

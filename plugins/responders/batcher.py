@@ -7,7 +7,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -86,6 +86,8 @@ class Request:
     generated: int = 0
     last: int = -1
     seen: torch.Tensor | None = None  # token ids the repetition penalty applies to
+    # Why it ended: "stop" (end of answer, a stop sequence) or "length" (the token limit, or the context is full).
+    finish: Literal["stop", "length"] = "stop"
 
 
 class Scheduler:
@@ -237,7 +239,10 @@ class Scheduler:
             request.seen = torch.cat((request.seen, torch.tensor([token])))
         request.emit(request.text.push(token))
         full = request.cache is not None and request.cache.length >= request.cache.capacity
-        if request.text.stopped or request.generated >= request.max_new_tokens or full:
+        if request.text.stopped:
+            self._finish(request)
+        elif request.generated >= request.max_new_tokens or full:
+            request.finish = "length"
             self._finish(request)
 
     def _finish(self, request: Request, error: BaseException | None = None) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.contracts import Message, Passage, Turn
+from bot.contracts import Message, Passage, Turn, Usage
 from bot.errors import PluginError
 from plugins.responders import adapters
 from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
@@ -258,8 +258,13 @@ class HFResponder:
     def _encode(self, text: str) -> list[int]:
         return [int(i) for i in self._tok(text, add_special_tokens=False)["input_ids"]]
 
-    async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
+    def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
         """Yield one text delta per generated token; stops generating when the consumer goes away or times out."""
+        return self.stream_metered(turn, passages, Usage())
+
+    async def stream_metered(self, turn: Turn, passages: Sequence[Passage], usage: Usage) -> AsyncIterator[str]:
+        """`stream`, filling `usage`: the prompt's tokens, the tokens generated (an end-of-answer token included)
+        and `length` when the answer was cut off by `max_new_tokens` or the context."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_s
         if self._serving is None:
@@ -276,22 +281,23 @@ class HFResponder:
                 stop.set()
 
         prompt, spans = self._prompt(turn, passages)
+        usage.prompt_tokens = len(prompt)
         text = TextStream(self._tok, self.config.stop)
+        request: Request | None = None
         if serving.fast is not None:
-            self._scheduler.submit(
-                Request(
-                    serving.fast,
-                    prompt,
-                    self.config.max_new_tokens,
-                    text,
-                    emit,
-                    self.config.repetition_penalty,
-                    spans=spans if serving.fast.blocks is not None else [],
-                    cancelled=stop,
-                )
+            request = Request(
+                serving.fast,
+                prompt,
+                self.config.max_new_tokens,
+                text,
+                emit,
+                self.config.repetition_penalty,
+                spans=spans if serving.fast.blocks is not None else [],
+                cancelled=stop,
             )
+            self._scheduler.submit(request)
         else:
-            args = (serving.model, prompt, text, emit, stop)
+            args = (serving.model, prompt, text, emit, stop, usage)
             threading.Thread(target=self._generate, args=args, daemon=True).start()
         try:
             while True:
@@ -300,6 +306,8 @@ class HFResponder:
                     raise TimeoutError(f"The answer took longer than {self.config.timeout_s:g} s.")
                 item = await asyncio.wait_for(queue.get(), left)
                 if item is END:
+                    if request is not None:  # END is emitted after the scheduler's last word on the request
+                        usage.completion_tokens, usage.finish_reason = request.generated, request.finish
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -308,7 +316,13 @@ class HFResponder:
             stop.set()  # a client gone, a timeout or the end: the slot is freed before the next step
 
     def _generate(
-        self, model: Any, prompt: list[int], text: TextStream, emit: Callable[[Any], None], stop: threading.Event
+        self,
+        model: Any,
+        prompt: list[int],
+        text: TextStream,
+        emit: Callable[[Any], None],
+        stop: threading.Event,
+        usage: Usage,
     ) -> None:
         """The `generate` path: other architectures and prefix-tuning adapters."""
         import torch
@@ -320,21 +334,28 @@ class HFResponder:
 
         class _Streamer:
             prompt_seen = False
+            ended = False  # an end-of-answer token came
 
             def put(self, value: Any) -> None:
                 if not self.prompt_seen:  # the first call carries the prompt
                     self.prompt_seen = True
                     return
                 for token in value.reshape(-1).tolist():
-                    if not text.stopped and int(token) not in eos:
+                    usage.completion_tokens += 1
+                    if int(token) in eos:
+                        self.ended = True
+                    elif not text.stopped:
                         emit(text.push(int(token)))
 
             def end(self) -> None:
                 tail = text.flush()
                 if tail:
                     emit(tail)
+                cut = usage.completion_tokens >= limit and not (self.ended or text.stopped or stop.is_set())
+                usage.finish_reason = "length" if cut else "stop"
 
         eos = eos_ids(self._tok, getattr(model, "generation_config", None))
+        limit = self.config.max_new_tokens
         try:
             ids = torch.tensor([prompt])
             with self._gen_lock, torch.inference_mode():

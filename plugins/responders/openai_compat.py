@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.contracts import Passage, Turn
+from bot.contracts import Passage, Turn, Usage
 from bot.errors import PluginError
 from plugins.responders.prompt import SYSTEM, build_messages
 
@@ -90,12 +90,17 @@ class OpenAIResponder:
             body["stop"] = self.config.stop
         return body
 
-    async def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
+    def stream(self, turn: Turn, passages: Sequence[Passage]) -> AsyncIterator[str]:
         """Yield the server's text deltas; leaving early closes the connection, which cancels generation.
 
         Raises:
             PluginError: the server is unreachable, answers with an error, or sends something that is not SSE.
         """
+        return self.stream_metered(turn, passages, Usage())
+
+    async def stream_metered(self, turn: Turn, passages: Sequence[Passage], usage: Usage) -> AsyncIterator[str]:
+        """`stream`, filling `usage` from what the server reports: `finish_reason` "length" when it says so, and
+        token counts when its chunks carry `usage` (many servers send it only when asked; then they stay 0)."""
         url = f"{self._base}/chat/completions"
         try:
             async with httpx.AsyncClient(timeout=self._timeout()) as client:
@@ -104,19 +109,21 @@ class OpenAIResponder:
                         detail = (await r.aread()).decode("utf-8", "replace")[:200]
                         raise PluginError(f"The OpenAI-compatible server answered {r.status_code}: {detail}")
                     async for line in r.aiter_lines():
-                        delta = _delta(line)
-                        if delta is None:
+                        chunk = _chunk(line)
+                        if chunk is None:
                             return
+                        _meter(chunk, usage)
+                        delta = _text(chunk)
                         if delta:
                             yield delta
         except httpx.HTTPError as exc:
             raise PluginError(f"The OpenAI-compatible server at {self._base} failed: {exc!r}.") from None
 
 
-def _delta(line: str) -> str | None:
-    """The text in one SSE line: '' for keep-alives and role-only chunks, None at the end of the stream."""
+def _chunk(line: str) -> dict[str, Any] | None:
+    """One SSE line as a chunk: {} for keep-alives and other non-data lines, None at the end of the stream."""
     if not line.startswith("data:"):
-        return ""
+        return {}
     data = line[5:].strip()
     if data == "[DONE]":
         return None
@@ -124,7 +131,32 @@ def _delta(line: str) -> str | None:
         chunk = json.loads(data)
     except ValueError:
         raise PluginError(f"The OpenAI-compatible server sent a line that is not JSON: {data[:80]!r}") from None
-    if isinstance(chunk, dict) and "error" in chunk:
+    if not isinstance(chunk, dict):
+        return {}
+    if "error" in chunk:
         raise PluginError(f"The OpenAI-compatible server reported an error: {str(chunk['error'])[:200]}")
+    return chunk
+
+
+def _text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices") or [{}]
     return str((choices[0].get("delta") or {}).get("content") or "")
+
+
+def _meter(chunk: dict[str, Any], usage: Usage) -> None:
+    choices = chunk.get("choices") or [{}]
+    if choices[0].get("finish_reason") == "length":
+        usage.finish_reason = "length"
+    counts = chunk.get("usage")
+    if isinstance(counts, dict):
+        try:
+            usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
+            usage.completion_tokens = int(counts.get("completion_tokens") or 0)
+        except (TypeError, ValueError):  # counts are a courtesy: odd ones are ignored, the answer is not lost
+            pass
+
+
+def _delta(line: str) -> str | None:
+    """The text in one SSE line: '' for keep-alives and role-only chunks, None at the end of the stream."""
+    chunk = _chunk(line)
+    return None if chunk is None else _text(chunk)
