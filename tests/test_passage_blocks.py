@@ -253,6 +253,33 @@ def test_the_disk_folder_keeps_to_its_budget_least_recently_used_out(tiny_llama:
     assert kept() == [-1, 1]
 
 
+async def test_folders_of_other_models_or_formats_share_the_budget_least_recently_used_out(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from plugins.responders.blocks import prune_folders
+
+    root = tmp_path / "blocks"
+    now = time.time()
+    for age, name in ((3000, "old-adapter"), (2000, "old-format"), (1000, "other-prompt")):  # seconds since last use
+        (root / name).mkdir(parents=True)
+        block = root / name / "x.npz"
+        block.write_bytes(b"0" * 600_000)
+        os.utime(block, (now - age, now - age))
+        os.utime(root / name, (now - age, now - age))
+    os.utime(root / "old-format" / "x.npz")  # read just now: the most recently used of the three
+    # A start with a 1 MB budget for all folders together: the two used longest ago go, whole.
+    r = responder(tiny_llama, tmp_path, passage_disk_mb=1)
+    assert [f.name for f in root.iterdir()] == ["old-format"]
+    await answer(r, "where is my parcel?", PASSAGES[:1])  # the serving folder gets its first block
+    store = r._serving.fast.blocks  # type: ignore[union-attr]
+    assert store is not None and store.folder is not None and store.folder.path.is_dir()
+    # Within the budget nothing goes; the serving folder itself is never deleted by its own pruning.
+    assert prune_folders(store.folder.path, 2**20) == [] and (root / "old-format").is_dir()
+    assert prune_folders(root / "old-format", 0) == [store.folder.path] and (root / "old-format").is_dir()
+
+
 async def test_prepared_passages_are_computed_when_idle_and_then_only_spliced(tiny_llama: Path, tmp_path: Path) -> None:
     r = responder(tiny_llama, tmp_path)
     assert r.prepare([p.text for p in PASSAGES] + [PASSAGES[0].text, "   "]) == 3  # duplicates and blanks skipped

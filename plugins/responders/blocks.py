@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -98,6 +99,45 @@ class BlockFolder:
         except OSError as exc:
             log.warning("passage block could not be stored in %s: %s", self.path, exc)
             return False
+
+
+def _usage(folder: Path) -> tuple[int, int]:
+    """A block folder's last use (the newest file time, reads included: they touch the file) and its size."""
+    newest, size = 0, 0
+    with contextlib.suppress(OSError):
+        newest = folder.stat().st_mtime_ns
+        for f in folder.iterdir():
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                newest, size = max(newest, st.st_mtime_ns), size + st.st_size
+    return newest, size
+
+
+def prune_folders(current: Path, budget: int) -> list[Path]:
+    """Keep the block folders beside `current` (other models, adapters, weight or KV formats, system prompts)
+    within `budget` bytes together with it: the least recently used ones are deleted whole until they fit.
+    `current` itself is never touched (its own files are kept within the budget by `BlockFolder`). Returns the
+    folders deleted. A folder another process deletes meanwhile is skipped; one in use elsewhere is recomputed
+    there as its prompts need it."""
+    root = current.parent
+    if not root.is_dir():
+        return []
+    others = []
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name != current.name:
+            used, size = _usage(folder)
+            others.append((used, folder.name, size, folder))
+    total = _usage(current)[1] + sum(size for *_, size, _ in others)
+    removed = []
+    for _, _, size, folder in sorted(others):
+        if total <= budget:
+            break
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            total -= size
+            removed.append(folder)
+            log.info("deleted passage block folder %s (%d MB, least recently used)", folder.name, size >> 20)
+    return removed
 
 
 class PassageBlocks:

@@ -20,7 +20,7 @@ from bot.contracts import Message, Passage, Turn, Usage
 from bot.errors import PluginError
 from plugins.responders import adapters
 from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
-from plugins.responders.blocks import BlockFolder, PassageBlocks
+from plugins.responders.blocks import BlockFolder, PassageBlocks, prune_folders
 from plugins.responders.engine import LlamaEngine, supports
 from plugins.responders.model_cache import resolve
 from plugins.responders.prompt import SYSTEM, build_messages, passage_piece, passage_spans
@@ -84,7 +84,7 @@ class HFResponder:
         # passages before them are seen (1 = all: the same answers as without blocks, at no gain in speed).
         passage_recompute: float = Field(default=0.15, ge=0.0, le=1.0)
         # Blocks are also kept on disk under <data_dir>/blocks (one folder per model, adapter and system prompt), so
-        # they outlive restarts and are shared by replicas; MB the folder may hold (0 = memory only).
+        # they outlive restarts and are shared by replicas; MB all those folders may hold together (0 = memory only).
         passage_disk_mb: int = Field(default=2048, ge=0)
         # `bot serve` hands every chunk of the knowledge index to the responder at start; their blocks are computed
         # while no customer is waiting (a request arriving meanwhile waits for at most one passage's computation).
@@ -185,7 +185,9 @@ class HFResponder:
         engine.prefill(lead[prefix.length :], context)
         folder = None
         if self._block_root is not None and self.config.passage_disk_mb > 0:
-            folder = BlockFolder(self._block_folder(lead, adapter), self.config.passage_disk_mb * 2**20)
+            path, budget = self._block_folder(lead, adapter), self.config.passage_disk_mb * 2**20
+            prune_folders(path, budget)  # folders of earlier models, adapters or formats share the budget
+            folder = BlockFolder(path, budget)
         return PassageBlocks(engine, context, self.config.passage_cache_mb * 2**20, folder)
 
     def _block_folder(self, context: list[int], adapter: Path | None) -> Path:
