@@ -48,6 +48,7 @@ static void barrier_wait(barrier_t *bar, int threads, int *local) {
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+#define PFROWS 4 /* a batched product asks for the row this many ahead while it multiplies one */
 #define MAXB 8 /* inputs multiplied against one streamed weight row at a time */
 
 static inline __m256 load8(const uint16_t *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
@@ -121,6 +122,8 @@ static void gemv16(const uint16_t *W, int N, int K, const float *x, int ldx, flo
 #pragma omp for schedule(static) nowait
     for (int n = 0; n < N; n++) { /* each row is read once and multiplied against every input */
         const uint16_t *w = W + (size_t)n * K;
+        if (n + PFROWS < N) /* ask for a later row now, so memory keeps streaming while this one is multiplied */
+            for (int k = 0; k < K; k += 32) _mm_prefetch((const char *)(w + (size_t)PFROWS * K + k), _MM_HINT_T0);
         for (int b0 = 0; b0 < B; b0 += MAXB) {
             const int nb = B - b0 < MAXB ? B - b0 : MAXB;
             float s[MAXB];
