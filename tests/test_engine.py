@@ -304,3 +304,27 @@ async def test_usage_counts_the_prompt_and_the_answer_and_says_why_it_ended(tiny
     usage = Usage()
     text = "".join([d async for d in stopped.stream_metered(turn("where is my parcel"), PASSAGES, usage)])
     assert text == free[: free.index(stop)] and usage.finish_reason == "stop" and 0 < usage.completion_tokens <= 5
+
+
+def test_greedy_choice_for_a_batch_equals_choosing_row_by_row() -> None:
+    import torch
+
+    from plugins.responders.batcher import Request, _greedy
+
+    def request(penalty: float, seen: list[int] | None) -> Request:
+        r = Request(None, [], 4, None, print, penalty)  # type: ignore[arg-type]
+        r.seen = torch.tensor(seen) if seen is not None else None
+        return r
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    rows = [request(1.3, [int(logits[0].argmax()), 3]), request(1.0, None), request(2.0, [int(logits[2].argmax())])]
+    want = []
+    for row, r in zip(logits.clone(), rows, strict=True):  # the penalty as transformers applies it, one row at a time
+        if r.seen is not None:
+            s = row[r.seen]
+            row[r.seen] = torch.where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty)
+        want.append(int(row.argmax()))
+    assert _greedy(rows, logits.clone()) == want
+    assert want[0] != int(logits[0].argmax()) or want[2] != int(logits[2].argmax())  # a penalty changed a choice
+    assert _greedy(rows[:1], logits[:1].clone()) == want[:1]  # one request, one penalty: the scalar path

@@ -206,7 +206,7 @@ class Scheduler:
         if request.repetition_penalty != 1.0:
             request.seen = torch.tensor(sorted(set(request.prompt)))
         self._active.append(request)
-        self._advance(request, logits)
+        self._advance(request, _greedy([request], logits[None])[0])
 
     def _step(self, group: list[Request]) -> None:
         for request in [r for r in group if r.cancelled.is_set()]:  # a client went away: free its slot now
@@ -217,19 +217,14 @@ class Scheduler:
         self.peak = max(self.peak, len(group))
         caches = [r.cache for r in group if r.cache is not None]
         logits = group[0].model.engine.decode([r.last for r in group], caches)
-        for request, row in zip(group, logits, strict=True):
-            self._advance(request, row)
+        for request, token in zip(group, _greedy(group, logits), strict=True):
+            self._advance(request, token)
 
-    def _advance(self, request: Request, logits: torch.Tensor) -> None:
-        """Pick the next token greedily, emit its text, and end the request when it is done."""
+    def _advance(self, request: Request, token: int) -> None:
+        """Take the request's next token (chosen by `_greedy`), emit its text, and end the request when it is done."""
         if request.cancelled.is_set():
             self._finish(request)
             return
-        if request.seen is not None:  # transformers' repetition penalty, over prompt and answer so far
-            p = request.repetition_penalty
-            scores = logits[request.seen]
-            logits[request.seen] = torch.where(scores < 0, scores * p, scores / p)
-        token = int(logits.argmax())
         request.generated += 1
         if token in request.model.eos:
             self._finish(request)
@@ -256,6 +251,29 @@ class Scheduler:
         elif error is not None:
             request.emit(error)
         request.emit(END)
+
+
+def _greedy(requests: list[Request], logits: torch.Tensor) -> list[int]:
+    """Each request's next token: the arg-max of its row of `logits` ([batch, vocab]) after transformers' repetition
+    penalty over its prompt and answer so far. The whole batch takes one gather, one scatter and one arg-max: done
+    per request, these small operator calls cost about a tenth of an 8-sequence step."""
+    logits = logits.contiguous()
+    penalised = [(row, r) for row, r in enumerate(requests) if r.seen is not None]
+    if penalised:
+        vocab = logits.shape[-1]
+        flat = logits.view(-1)
+        at = torch.cat([r.seen + row * vocab for row, r in penalised if r.seen is not None])
+        rates = {r.repetition_penalty for _, r in penalised}
+        p: float | torch.Tensor = (
+            rates.pop()
+            if len(rates) == 1
+            else torch.cat(
+                [torch.full((len(r.seen),), r.repetition_penalty) for _, r in penalised if r.seen is not None]
+            )
+        )
+        scores = flat[at]
+        flat[at] = torch.where(scores < 0, scores * p, scores / p)
+    return [int(t) for t in logits.argmax(-1).tolist()]
 
 
 def eos_ids(tokenizer: Any, generation_config: Any, extra: Sequence[int] = ()) -> frozenset[int]:
