@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +328,65 @@ def test_greedy_choice_for_a_batch_equals_choosing_row_by_row() -> None:
     assert _greedy(rows, logits.clone()) == want
     assert want[0] != int(logits[0].argmax()) or want[2] != int(logits[2].argmax())  # a penalty changed a choice
     assert _greedy(rows[:1], logits[:1].clone()) == want[:1]  # one request, one penalty: the scalar path
+
+
+EXIT_WHILE_GENERATING = """
+import asyncio, sys
+from bot.contracts import Message, Passage, Turn
+from plugins.responders.hf import HFResponder
+
+r = HFResponder(HFResponder.Config(model=sys.argv[1], engine=sys.argv[2], max_new_tokens=1500,
+                                   repetition_penalty=1.0, passage_cache_mb=0, prompt_cache=0))
+r.warm()
+
+
+async def first_delta(i: int) -> None:
+    passage = Passage("p", f"Note {i}. " + "Reset your password in Settings, then Security. " * 40, 0.9)
+    async for _ in r.stream(Turn((Message("user", f"question {i}: forgot my password"),)), [passage]):
+        return
+
+
+async def main() -> None:
+    tasks = [asyncio.create_task(first_delta(i)) for i in range(12)]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # the rest still wait or generate
+
+
+asyncio.run(main())
+print("left main", flush=True)
+"""
+
+
+@pytest.mark.parametrize("engine", ["fast", "transformers"])
+def test_the_process_exits_cleanly_while_answers_are_still_generating(tiny_llama: Path, engine: str) -> None:
+    # Python unwinds a daemon thread still inside torch at exit, which aborts the process (exit code 134,
+    # "terminate called without an active exception"); the generating threads are stopped and awaited first.
+    import subprocess
+    import sys
+
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_WHILE_GENERATING, str(tiny_llama), engine],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "left main" in done.stdout, done.stderr[-2000:]
+        assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
+
+
+async def drain(stream: AsyncIterator[str]) -> list[str]:
+    return [d async for d in stream]
+
+
+async def test_a_closed_scheduler_ends_what_it_holds_and_refuses_new_requests(tiny_llama: Path) -> None:
+    r = responder(tiny_llama, max_new_tokens=1500, repetition_penalty=1.0, max_batch=1)
+    generating = r.stream(turn("forgot my password"), PASSAGES)
+    await generating.__anext__()
+    waiting = asyncio.create_task(answer(r, "where is my parcel"))  # no slot: it waits its turn
+    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(r._scheduler.close, 10.0)  # the thread ended
+    rest = await asyncio.wait_for(asyncio.ensure_future(drain(generating)), 10)
+    assert len(rest) < 1500 and r._scheduler._thread is None  # cut short, with no error; the thread is gone
+    assert await asyncio.wait_for(waiting, 10) == ""  # cancelled before it began: the end of the stream, no text
+    with pytest.raises(PluginError, match="shutting down"):
+        await answer(r, "cancel my plan please")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,17 @@ log = logging.getLogger(__name__)
 
 END = object()  # emitted once, after the last delta (or after an exception)
 IDLE_S = 30.0  # an idle scheduler thread ends after this long
+
+
+_LIVE: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+def _close_all() -> None:  # at interpreter exit, before daemon threads are torn down
+    for scheduler in list(_LIVE):
+        scheduler.close()
+
+
+atexit.register(_close_all)
 
 
 @dataclass
@@ -104,7 +117,9 @@ class Scheduler:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._chores: deque[Callable[[], object]] = deque()
+        self._closed = False
         self.peak = 0  # the largest batch decoded so far (for tests and benchmarks)
+        _LIVE.add(self)
 
     @property
     def active(self) -> int:
@@ -119,15 +134,42 @@ class Scheduler:
     def submit(self, request: Request) -> None:
         """Queue a request; its deltas arrive through `request.emit`. Set `request.cancelled` to drop it."""
         with self._wake:
-            self._pending.append(request)
-            self._wake_thread()
+            if not self._closed:
+                self._pending.append(request)
+                self._wake_thread()
+                return
+        request.emit(PluginError("The model is shutting down; try again in a moment."))
+        request.emit(END)
 
     def when_idle(self, chore: Callable[[], object]) -> None:
         """Run `chore` on the scheduler thread when no request is waiting or generating (one chore at a time, so a
         request arriving meanwhile waits at most for the chore under way). A chore that fails is logged."""
         with self._wake:
+            if self._closed:
+                return
             self._chores.append(chore)
             self._wake_thread()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop for good: requests waiting or generating are cancelled (their callers get the end of the stream),
+        chores not yet begun are dropped, and later requests get a clear error. Waits up to `timeout` seconds for the
+        step or chore under way to end; returns whether the thread has ended.
+
+        Every scheduler is closed at interpreter exit: Python ends a daemon thread that is still inside torch by
+        unwinding it, and torch's C++ frames turn that into an abort ("terminate called without an active
+        exception") of a process that was otherwise ending cleanly.
+        """
+        with self._wake:
+            self._closed = True
+            for request in (*self._pending, *self._active):
+                request.cancelled.set()
+            self._chores.clear()
+            thread = self._thread
+            self._wake.notify_all()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _wake_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -141,6 +183,9 @@ class Scheduler:
                 admit: list[Request] = []
                 chore = None
                 while not self._pending and not self._active:
+                    if self._closed:
+                        self._thread = None
+                        return
                     if self._chores:
                         chore = self._chores.popleft()
                         break

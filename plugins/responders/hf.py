@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import hashlib
 import json
@@ -27,6 +28,20 @@ from plugins.responders.prompt import SYSTEM, build_messages, passage_piece, pas
 from plugins.responders.textstream import TextStream
 
 log = logging.getLogger(__name__)
+
+# The `generate` path's threads and their stop flags. At interpreter exit they are stopped and awaited: a daemon
+# thread still inside torch when Python finalizes aborts the process (see `Scheduler.close`).
+_GENERATING: dict[threading.Thread, threading.Event] = {}
+
+
+def _stop_generating(timeout: float = 30.0) -> None:
+    for stop in list(_GENERATING.values()):
+        stop.set()
+    for thread in list(_GENERATING):
+        thread.join(timeout)
+
+
+atexit.register(_stop_generating)
 BLOCK_FORMAT = 1  # raised when the engine's keys or values change meaning, so old block folders are not read
 
 
@@ -300,7 +315,9 @@ class HFResponder:
             self._scheduler.submit(request)
         else:
             args = (serving.model, prompt, text, emit, stop, usage)
-            threading.Thread(target=self._generate, args=args, daemon=True).start()
+            thread = threading.Thread(target=self._generate, args=args, daemon=True)
+            _GENERATING[thread] = stop
+            thread.start()
         try:
             while True:
                 left = deadline - loop.time()
@@ -361,6 +378,8 @@ class HFResponder:
         try:
             ids = torch.tensor([prompt])
             with self._gen_lock, torch.inference_mode():
+                if stop.is_set():  # the caller left (or the process is ending) while this waited its turn
+                    return
                 model.generate(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
@@ -374,4 +393,5 @@ class HFResponder:
         except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
             emit(exc)
         finally:
+            _GENERATING.pop(threading.current_thread(), None)
             emit(END)
