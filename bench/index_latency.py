@@ -40,7 +40,9 @@ def main() -> None:
         print(f"embedder: {embedder.id}, every document embedded for real")
     else:
         embedder = SyntheticEmbedder(SentenceTransformerEmbedder(SentenceTransformerEmbedder.Config()))
-    settings = Settings(data_dir=args.dir / "data", responder="extractive", knowledge={"source": args.dir / "kb"})
+    settings = Settings.model_validate(
+        {"data_dir": args.dir / "data", "responder": "extractive", "knowledge": {"source": args.dir / "kb"}}
+    )
     retriever = ChromaRetriever(ChromaRetriever.Config(), PluginContext(settings, embedder=embedder))
     status = retriever.status()
     if not status.get("built"):

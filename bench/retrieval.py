@@ -31,12 +31,14 @@ def run(spec: str, quantize: str | None, data_dir: Path, retriever: dict[str, An
         if model:  # the tuned embedder is found by name, as `embedder: {config: {model: NAME}}` finds it
             shutil.copytree(data_dir / "embedders" / model, Path(tmp) / "embedders" / model)
             config["model"] = model
-        settings = Settings(
-            data_dir=Path(tmp),
-            responder="extractive",
-            embedder={"name": name, "config": config},
-            retriever=PluginSpec(name="chroma", config=retriever or {}),
-            knowledge={"source": DEMO / "articles"},
+        settings = Settings.model_validate(
+            {
+                "data_dir": Path(tmp),
+                "responder": "extractive",
+                "embedder": {"name": name, "config": config},
+                "retriever": PluginSpec(name="chroma", config=retriever or {}),
+                "knowledge": {"source": DEMO / "articles"},
+            }
         )
         service = Service.start(settings, warm=False)
         service.index.rebuild(DEMO / "articles")

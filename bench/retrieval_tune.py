@@ -34,8 +34,12 @@ def main() -> None:
     questions = load_questions(DEMO / "qa.jsonl")
     for size in map(int, args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                data_dir=Path(tmp), responder="extractive", knowledge={"chunk_size": size, "chunk_overlap": 120}
+            settings = Settings.model_validate(
+                {
+                    "data_dir": Path(tmp),
+                    "responder": "extractive",
+                    "knowledge": {"chunk_size": size, "chunk_overlap": 120},
+                }
             )
             service = Service.start(settings, warm=False)
             report = service.index.rebuild(DEMO / "articles")

@@ -40,8 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var")
     args = parser.parse_args()
-    settings = Settings(
-        data_dir=args.data_dir, responder="extractive", knowledge={"source": ROOT / "knowledge/demo/articles"}
+    settings = Settings.model_validate(
+        {
+            "data_dir": args.data_dir,
+            "responder": "extractive",
+            "knowledge": {"source": ROOT / "knowledge/demo/articles"},
+        }
     )
     retriever = Service.start(settings, warm=False).pipeline.retriever
 

@@ -148,8 +148,9 @@ def test_a_failed_recall_check_keeps_the_serving_version(tmp_path: Path) -> None
     with pytest.raises(ServicebotError, match=r"failed the check 'recall@5' \(0.500 vs serving 0.860"):
         store.rebuild([kb])
     assert store.current_version() == before and "7.95" in all_text(store, "shipping costs")
-    assert set(store.segments.names("kb.v")) == {s for v in store.versions.retained()
-                                                 for s in store.versions.load(v).segments}
+    assert set(store.segments.names("kb.v")) == {
+        s for v in store.versions.retained() for s in store.versions.load(v).segments
+    }
 
 
 def test_missing_folder_or_nothing_indexable_leaves_the_index_alone(tmp_path: Path) -> None:

@@ -101,8 +101,9 @@ def test_faq_files_give_one_chunk_per_question_with_stable_ids(tmp_path: Path) -
     assert "more/q1" in {d.id for d in docs}
     shipping = next(d for d in docs if d.title == "How long is shipping?")
     assert shipping.metadata["category"] == "orders"
-    long_answer = type(shipping)(shipping.id, shipping.title, shipping.text + " word" * 500, shipping.source,
-                                 shipping.metadata, shipping.kind)
+    long_answer = type(shipping)(
+        shipping.id, shipping.title, shipping.text + " word" * 500, shipping.source, shipping.metadata, shipping.kind
+    )
     assert len(chunk_document(long_answer, size=200, overlap=20)) == 1
     again, _ = load_folder(tmp_path)
     assert sorted(d.id for d in again) == sorted(d.id for d in docs)

@@ -49,8 +49,16 @@ def test_quality_and_routing_scores_are_not_safety_risk() -> None:
 
 
 def test_handoff_verdict_hands_off_without_refusing_and_notices_are_appended() -> None:
-    reply = Policy().decide(TURN, None, [], [v("handoff", 0.0, category="handoff", handoff=True, message="Connecting."),
-                                             v("pii", 0.0, category="pii", notice="I removed your card.")], {})
+    reply = Policy().decide(
+        TURN,
+        None,
+        [],
+        [
+            v("handoff", 0.0, category="handoff", handoff=True, message="Connecting."),
+            v("pii", 0.0, category="pii", notice="I removed your card."),
+        ],
+        {},
+    )
     assert reply.handoff and not reply.refused
     assert reply.answer == "Connecting.\n\nI removed your card."
 

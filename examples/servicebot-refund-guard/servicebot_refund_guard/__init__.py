@@ -27,7 +27,13 @@ class RefundLimitGuard:
     async def check(self, turn: Turn) -> Verdict:
         amounts = [float(a.replace(",", ".")) for a in AMOUNT.findall(turn.text)]
         if "refund" in turn.text.lower() and amounts and max(amounts) > self.config.limit:
-            return Verdict(self.name, True, 0.6, "refund_limit", f"refund of {max(amounts):.2f} above limit",
-                           message="A refund of this size needs a member of our team; I'm connecting you now.",
-                           handoff=True)
+            return Verdict(
+                self.name,
+                True,
+                0.6,
+                "refund_limit",
+                f"refund of {max(amounts):.2f} above limit",
+                message="A refund of this size needs a member of our team; I'm connecting you now.",
+                handoff=True,
+            )
         return Verdict(self.name, False, 0.0, "refund_limit", "no large refund")
