@@ -151,3 +151,33 @@ async def test_switch_during_an_answer_lets_it_finish_on_the_old_weights(tiny_ll
     assert rest and first + rest == base_full
     r.use_adapter(None)
     r.config.max_new_tokens = 16
+
+
+def test_adapters_shipped_in_the_package_are_found_by_name_after_the_data_dirs(
+    tiny_llama: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    from plugins.responders.adapters import PACKAGED
+
+    name = f"test-shipped-{os.getpid()}"
+    shipped = PACKAGED / name
+    try:
+        peft_save(tiny_llama, shipped, "lora", seed=3)
+        plain = responder(tiny_llama, tmp_path / "empty-data", adapter=name)  # no adapters folder of its own
+        plain.warm()
+        listed = {a["name"]: a for a in plain.adapters()}
+        assert listed[name]["active"] and listed[name]["path"] == str(shipped.resolve())
+        # An adapter of the same name in the data dir is the operator's own: it is the one found and listed.
+        peft_save(tiny_llama, data_dir / "adapters" / name, "lora", seed=4)
+        own = responder(tiny_llama, data_dir, adapter=name)
+        own.warm()
+        mine = [a for a in own.adapters() if a["name"] == name]
+        assert len(mine) == 1 and mine[0]["active"] and mine[0]["path"] == str((data_dir / "adapters" / name).resolve())
+        assert asyncio.run(answer(plain)) != asyncio.run(answer(own))
+    finally:
+        shutil.rmtree(shipped, ignore_errors=True)
+        shutil.rmtree(data_dir / "adapters" / name, ignore_errors=True)
+        if PACKAGED.is_dir() and not any(PACKAGED.iterdir()):
+            PACKAGED.rmdir()

@@ -170,3 +170,22 @@ async def test_harmful_output_judges_the_answer_after_groundings_rewrite(tmp_pat
     grounded = await GroundingGuard(GroundingGuard.Config(), ctx).check_output(turn, draft, [damage])
     assert grounded.rewrite is not None and "Photos are enough" in grounded.rewrite
     assert not (await harm.check_output(turn, Draft(grounded.rewrite), [damage])).blocked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Kestrel Home. [1] [2] [3]", "Yes, I can.", "Yes, refunds reach my card [1].", "[1]"],
+)
+async def test_a_draft_that_says_next_to_nothing_is_replaced_by_a_cited_extract(text: str) -> None:
+    # Citation numbers are not words of the answer, and a bare "yes" plus the question's words answers nothing.
+    verdict = await GroundingGuard(GroundingGuard.Config()).check_output(TURN, Draft(text), PASSAGES)
+    assert verdict.rewrite is not None and "business days" in verdict.rewrite
+
+
+async def test_a_short_answer_with_words_of_its_own_stands() -> None:
+    guard = GroundingGuard(GroundingGuard.Config())
+    for text in ("It takes 3 to 5 business days [1].", "PayPal refunds arrive within 24 hours [1]."):
+        assert (await guard.check_output(TURN, Draft(text), PASSAGES)).rewrite is None
+    assert (await guard.check_output(TURN, Draft("Card refunds [1]."), PASSAGES)).rewrite is not None
+    lenient = GroundingGuard(GroundingGuard.Config(min_own_words=0))
+    assert (await lenient.check_output(TURN, Draft("Card refunds [1]."), PASSAGES)).rewrite is None

@@ -20,6 +20,7 @@ from plugins.responders.prompt import SYSTEM
 _WORD = re.compile(r"[^\W\d_]{4,}|\d+", re.UNICODE)
 _NUMBER = re.compile(r"(?<![\w\[])\d+(?:[.,:–-]\d+)*(?![\w\]])")
 _SENT = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_CITE = re.compile(r"\[\d+\]")
 STOP = frozenset(
     "this that with from your have will just they them then than what when where which about into "
     "also only some more most very here there were been being does doing make made".split()
@@ -60,6 +61,12 @@ class GroundingGuard:
     class Config(_Strict):
         min_overlap: float = Field(default=0.5, ge=0, le=1, description="share of a sentence's words in passages")
         max_unsupported: float = Field(default=0.5, ge=0, le=1, description="share of sentences allowed unsupported")
+        min_own_words: int = Field(
+            default=3,
+            ge=0,
+            description="content words a draft must add to the question's own; with fewer it is an echo or an empty "
+            "answer ('Kestrel Home. [1]', 'Yes, I can.') and is replaced by the cited extract",
+        )
 
     name = "grounding"
 
@@ -70,19 +77,24 @@ class GroundingGuard:
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
         source = set().union(*(_words(p.text) for p in passages)) if passages else set()
         sentences = [s for s in _SENT.split(draft.text) if _words(s)]
-        if not sentences:
-            return Verdict(self.name, False, 0.0, "grounding", "nothing to check")
-        answer_words, question_words = _words(draft.text), _words(turn.text)
-        if passages and len(answer_words - question_words) < max(2, len(answer_words) // 3):
-            # Mostly the customer's own words: an echo of the question is not an answer.
+        # Citation marks are not words of the answer: "Kestrel Home. [1] [2] [3]" says two words.
+        answer_words, question_words = _words(_CITE.sub(" ", draft.text)), _words(turn.text)
+        if (
+            passages
+            and draft.text.strip()
+            and len(answer_words - question_words) < max(self.config.min_own_words, len(answer_words) // 3)
+        ):
+            # Mostly the customer's own words, or next to none: an echo or a bare "yes" is not an answer.
             return Verdict(
                 self.name,
                 False,
                 1.0,
                 "grounding",
-                "the draft only restates the question: replaced by an extractive answer",
+                "the draft only restates the question or says next to nothing: replaced by an extractive answer",
                 rewrite=await _extract(turn.text, passages, self._embedder) or None,
             )
+        if not sentences:
+            return Verdict(self.name, False, 0.0, "grounding", "nothing to check")
         passage_text = " ".join(p.text for p in passages)
         unsupported = [
             s

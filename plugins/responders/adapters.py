@@ -13,20 +13,24 @@ METHODS = {"LORA": "lora", "PREFIX_TUNING": "prefix"}
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
+# Adapters shipped with servicebot (`finetune/adapters/<name>/`, package data), found by name after the data dir's.
+PACKAGED = Path(__file__).resolve().parents[2] / "finetune" / "adapters"
+
+
 def adapters_root(data_dir: Path | None) -> Path | None:
     """The folder that holds named adapters (`<data_dir>/adapters`), when there is a data dir."""
     return None if data_dir is None else Path(data_dir) / "adapters"
 
 
 def resolve(name_or_path: str, root: Path | None) -> Path:
-    """The folder of an adapter given by name (inside `root`) or by path.
+    """The folder of an adapter given by name (inside `root`, then among the shipped ones) or by path.
 
     Raises:
         PluginError: no adapter folder has that name or path.
     """
-    candidates = ([root / name_or_path] if root is not None and "/" not in name_or_path else []) + [
-        Path(name_or_path).expanduser()
-    ]
+    named = "/" not in name_or_path and name_or_path not in (".", "..")
+    roots = [r for r in (root, PACKAGED) if r is not None] if named else []
+    candidates = [r / name_or_path for r in roots] + [Path(name_or_path).expanduser()]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
@@ -84,9 +88,14 @@ def describe(folder: Path, active: Path | None) -> dict[str, Any]:
 
 
 def list_adapters(root: Path | None, active: Path | None) -> list[dict[str, Any]]:
-    """Every adapter folder in `root` (plus the active one if it lives elsewhere), sorted by name."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root is not None and root.is_dir() else []
-    listed = [describe(f, active) for f in folders if (f / "adapter_config.json").exists() and f.name[0] != "."]
+    """Every adapter folder in `root` and every shipped one that `root` does not shadow (plus the active one if it
+    lives elsewhere), sorted by name."""
+    found: dict[str, Path] = {}
+    for folder in (r for r in (PACKAGED, root) if r is not None and r.is_dir()):
+        for p in folder.iterdir():
+            if p.is_dir() and (p / "adapter_config.json").exists() and p.name[0] != ".":
+                found[p.name] = p  # the data dir's own adapter of the same name wins, as `resolve` finds it
+    listed = [describe(found[name], active) for name in sorted(found)]
     if active is not None and not any(a["active"] for a in listed):
         listed.append(describe(active, active))
     return listed
