@@ -335,6 +335,36 @@ def serve_rss(turns: int, settle_s: float = 0.0) -> float:
         proc.wait(30)
 
 
+def concurrency(best: Any, cases: list[tuple[str, list[Any]]], args: argparse.Namespace) -> None:
+    """8 concurrent requests as a burst and as a steady load, per KV format, passage blocks off and on, and with
+    blocks on per prompt-cache size; all in turn, `--concurrency-repeats` rounds."""
+    from plugins.responders.hf import HFResponder
+
+    best.config.max_new_tokens = DECODE
+    sizes = [int(x) for x in args.prompt_cache.split(",") if x] or [best.config.prompt_cache]
+    setups = []
+    for kv in args.concurrency_kv.split(","):
+        setups.append((f"passage blocks off, {kv} KV", {"passage_cache_mb": 0, "kv_cache": kv}))
+        for size in sizes:
+            name = f"passage blocks on (default), {kv} KV" + (f", prompt cache {size}" if len(sizes) > 1 else "")
+            setups.append((name, {"kv_cache": kv, "prompt_cache": size}))
+    for _ in range(args.concurrency_repeats):
+        for name, update in setups:
+            r = HFResponder(best.config.model_copy(update=update))
+            r.warm()
+            single, together = asyncio.run(concurrent(r, cases, 8))
+            print(
+                f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one "
+                f"at a time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
+            )
+            single, together = asyncio.run(clients(r, cases, 8, 4))
+            print(
+                f"8 clients, 4 requests each back to back ({name}): aggregate {together:.1f} tok/s vs one client "
+                f"{single:.1f} tok/s = {together / single:.2f}x",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -351,6 +381,14 @@ def main() -> None:
         default="float16",
         help="KV cache formats the concurrency rows are measured with, in turn (e.g. float16,float32)",
     )
+    parser.add_argument(
+        "--prompt-cache",
+        default="",
+        help="prompt cache sizes the concurrency rows with passage blocks on are measured with, in turn (e.g. 4,16; "
+        "default: the responder's)",
+    )
+    parser.add_argument("--concurrency-only", action="store_true", help="only the decode steps and concurrency rows")
+    parser.add_argument("--concurrency-repeats", type=int, default=1, help="rounds of the concurrency rows")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--prepare-kb", action="store_true", help="time preparing every demo passage's block")
     parser.add_argument("--batch-only", action="store_true", help="only batched decode steps, 1 vs 8 sequences")
@@ -398,6 +436,12 @@ def main() -> None:
         print(f"decode steps alone ({fmt}{step}): {rates}")
     if args.batch_only:
         return
+    cases = demo_cases(args.questions)
+    default = HFResponder.Config().quantize
+    best = fast.get(default) or next(iter(fast.values()))
+    if args.concurrency_only:
+        concurrency(best, cases, args)
+        return
     cpp = LlamaCpp(text, args.threads) if LLAMACPP_PY.exists() else None
     runs: dict[str, list[tuple[float, float]]] = {}
     for i in range(args.repeats):  # engines in rotation, so the shared machine's noise hits them alike
@@ -423,9 +467,6 @@ def main() -> None:
             ttft, rate = rows[f"our engine, {fmt} weights"]
             print(f"ours/llama.cpp ({fmt}): decode speed {rate / cpp_row[1]:.2f}x, TTFT speed {cpp_row[0] / ttft:.2f}x")
 
-    cases = demo_cases(args.questions)
-    default = HFResponder.Config().quantize
-    best = fast.get(default) or next(iter(fast.values()))
     store = best._serving.fast.blocks
     if store is not None:  # passage blocks vs every token prefilled, alternately
         share = best.config.passage_recompute
@@ -456,22 +497,7 @@ def main() -> None:
         print(f"\npassage blocks ({best.config.quantize}, recompute {share:.0%}), {len(ids)}-token prompt, TTFT ms:")
         for name, xs in times.items():
             print(f"  {name:<36} {median(xs) * 1000:7.0f}")
-    best.config.max_new_tokens = DECODE
-    for kv in args.concurrency_kv.split(","):
-        for name, mb in (("passage blocks off", 0), ("passage blocks on (default)", best.config.passage_cache_mb)):
-            name = f"{name}, {kv} KV"
-            r = HFResponder(best.config.model_copy(update={"passage_cache_mb": mb, "kv_cache": kv}))
-            r.warm()
-            single, together = asyncio.run(concurrent(r, cases, 8))
-            print(
-                f"\n8 concurrent requests ({best.config.quantize}, {name}): aggregate {together:.1f} tok/s vs one "
-                f"at a time {single:.1f} tok/s = {together / single:.2f}x (peak batch {r._scheduler.peak})"
-            )
-            single, together = asyncio.run(clients(r, cases, 8, 4))
-            print(
-                f"8 clients, 4 requests each back to back ({name}): aggregate {together:.1f} tok/s vs one client "
-                f"{single:.1f} tok/s = {together / single:.2f}x"
-            )
+    concurrency(best, cases, args)
 
     cold, warm = asyncio.run(follow_up_ttft(best.config, cases))
     print(
