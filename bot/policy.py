@@ -36,6 +36,10 @@ RESPONDER_DOWN = (
     "support team; they'll see this conversation so far."
 )
 HANDOFF = "I'm connecting you with a member of our support team now; they'll see this conversation so far."
+NO_ANSWER = (
+    "I'm not sure how to answer that from our help centre, so I don't want to guess. "
+    "Would you like me to connect you with a member of our support team?"
+)
 
 
 @dataclass(frozen=True)
@@ -128,5 +132,7 @@ class Policy:
         usable = self.usable(passages)
         if not usable:
             return reply(NO_KNOWLEDGE, False, True, "no passage scored above min_score")
+        if not draft.text.strip():  # the model ended at once and no output guard put an answer in its place
+            return reply(NO_ANSWER, False, True, "the answer was empty")
         # The model's answer: "length" when it reached its token limit (output guards may have tidied the end).
         return reply(draft.text, False, False, "answered from passages", usable, draft.finish)

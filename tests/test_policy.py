@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.contracts import Draft, Message, Passage, Turn, Verdict
-from bot.policy import Policy
+from bot.policy import NO_ANSWER, Policy
 
 TURN = Turn((Message("user", "hello"),))
 PASSAGE = [Passage("p#0", "text", 0.9, doc_id="d")]
@@ -76,3 +76,12 @@ def test_a_cut_off_answer_reports_length_and_a_reply_without_the_model_reports_s
     assert refused.refused and refused.finish_reason == "stop"
     unknown = Policy().decide(TURN, cut, [], [], {})  # no usable passage: "I don't know" and a human
     assert unknown.handoff and unknown.finish_reason == "stop"
+
+
+def test_an_empty_answer_is_never_shown() -> None:
+    # The model can end at once; without an output guard to put an extract in its place, the customer is offered
+    # a person instead of an empty bubble.
+    for text in ("", "  \n"):
+        reply = Policy().decide(TURN, Draft(text), PASSAGE, [], {})
+        assert reply.answer == NO_ANSWER and reply.handoff and not reply.refused
+        assert reply.reason.startswith("the answer was empty")

@@ -174,7 +174,7 @@ async def test_harmful_output_judges_the_answer_after_groundings_rewrite(tmp_pat
 
 @pytest.mark.parametrize(
     "text",
-    ["Kestrel Home. [1] [2] [3]", "Yes, I can.", "Yes, refunds reach my card [1].", "[1]"],
+    ["Kestrel Home. [1] [2] [3]", "Yes, I can.", "Yes, refunds reach my card [1].", "[1]", ""],
 )
 async def test_a_draft_that_says_next_to_nothing_is_replaced_by_a_cited_extract(text: str) -> None:
     # Citation numbers are not words of the answer, and a bare "yes" plus the question's words answers nothing.

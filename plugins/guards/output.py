@@ -79,12 +79,8 @@ class GroundingGuard:
         sentences = [s for s in _SENT.split(draft.text) if _words(s)]
         # Citation marks are not words of the answer: "Kestrel Home. [1] [2] [3]" says two words.
         answer_words, question_words = _words(_CITE.sub(" ", draft.text)), _words(turn.text)
-        if (
-            passages
-            and draft.text.strip()
-            and len(answer_words - question_words) < max(self.config.min_own_words, len(answer_words) // 3)
-        ):
-            # Mostly the customer's own words, or next to none: an echo or a bare "yes" is not an answer.
+        if passages and len(answer_words - question_words) < max(self.config.min_own_words, len(answer_words) // 3):
+            # Mostly the customer's own words, or next to none: an echo, a bare "yes" or nothing is not an answer.
             return Verdict(
                 self.name,
                 False,
