@@ -42,6 +42,7 @@ def _stop_generating(timeout: float = 30.0) -> None:
 
 
 atexit.register(_stop_generating)
+
 BLOCK_FORMAT = 1  # raised when the engine's keys or values change meaning, so old block folders are not read
 
 
