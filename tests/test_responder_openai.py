@@ -21,7 +21,7 @@ from bot.errors import PluginError
 from bot.pipeline import Pipeline, respond
 from bot.policy import RESPONDER_DOWN
 from bot.service import Service
-from plugins.responders.openai_compat import OpenAIResponder, _delta
+from plugins.responders.openai_compat import OpenAIResponder, _chunk, _text
 
 KEY = "engine-test-key"
 PASSAGE = Passage("p1", "Reset your password from the sign-in page.", 0.9, title="Reset a password")
@@ -69,6 +69,12 @@ def test_switching_live_to_an_unreachable_engine_is_rejected_and_the_old_respond
     assert service.settings.responder.name == "extractive"
     reply = service.ask("I forgot my password")
     assert not reply.refused and not reply.handoff and re.search(r"\[[1-3]\]", reply.answer)
+
+
+def _delta(line: str) -> str | None:
+    """The text of one SSE line as the responder reads it: '' for keep-alives and role-only chunks, None at the end."""
+    chunk = _chunk(line)
+    return None if chunk is None else _text(chunk)
 
 
 def test_sse_lines_are_parsed_and_a_server_error_event_is_reported() -> None:

@@ -75,8 +75,6 @@ class GroundingGuard:
         self._embedder = getattr(ctx, "embedder", None)  # the fallback extract picks sentences by meaning with it
 
     async def check_output(self, turn: Turn, draft: Draft, passages: Sequence[Passage]) -> Verdict:
-        source = set().union(*(_words(p.text) for p in passages)) if passages else set()
-        sentences = [s for s in _SENT.split(draft.text) if _words(s)]
         # Citation marks are not words of the answer: "Kestrel Home. [1] [2] [3]" says two words.
         answer_words, question_words = _words(_CITE.sub(" ", draft.text)), _words(turn.text)
         if passages and len(answer_words - question_words) < max(self.config.min_own_words, len(answer_words) // 3):
@@ -89,8 +87,10 @@ class GroundingGuard:
                 "the draft only restates the question or says next to nothing: replaced by an extractive answer",
                 rewrite=await _extract(turn.text, passages, self._embedder) or None,
             )
+        sentences = [s for s in _SENT.split(draft.text) if _words(s)]
         if not sentences:
             return Verdict(self.name, False, 0.0, "grounding", "nothing to check")
+        source = set().union(*(_words(p.text) for p in passages)) if passages else set()
         passage_text = " ".join(p.text for p in passages)
         unsupported = [
             s

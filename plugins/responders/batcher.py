@@ -25,11 +25,30 @@ IDLE_S = 30.0  # an idle scheduler thread ends after this long
 
 
 _LIVE: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+_THREADS: dict[threading.Thread, threading.Event] = {}  # other generating threads and their stop flags
 
 
-def _close_all() -> None:  # at interpreter exit, before daemon threads are torn down
+def start_stoppable(target: Callable[[], object], stop: threading.Event, name: str) -> None:
+    """Run `target` in a daemon thread that, like every scheduler, is stopped (`stop` set) and awaited at exit."""
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            _THREADS.pop(threading.current_thread(), None)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    _THREADS[thread] = stop
+    thread.start()
+
+
+def _close_all(timeout: float = 30.0) -> None:  # at interpreter exit, before daemon threads are torn down
+    for stop in list(_THREADS.values()):
+        stop.set()
     for scheduler in list(_LIVE):
-        scheduler.close()
+        scheduler.close(timeout)
+    for thread in list(_THREADS):
+        thread.join(timeout)
 
 
 atexit.register(_close_all)

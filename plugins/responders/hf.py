@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import hashlib
 import json
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.contracts import Message, Passage, Turn, Usage
 from bot.errors import PluginError
 from plugins.responders import adapters
-from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids
+from plugins.responders.batcher import END, Model, Request, Scheduler, eos_ids, start_stoppable
 from plugins.responders.blocks import BlockFolder, PassageBlocks, prune_folders
 from plugins.responders.engine import LlamaEngine, supports
 from plugins.responders.model_cache import resolve
@@ -28,21 +27,6 @@ from plugins.responders.prompt import SYSTEM, build_messages, passage_piece, pas
 from plugins.responders.textstream import TextStream
 
 log = logging.getLogger(__name__)
-
-# The `generate` path's threads and their stop flags. At interpreter exit they are stopped and awaited: a daemon
-# thread still inside torch when Python finalizes aborts the process (see `Scheduler.close`).
-_GENERATING: dict[threading.Thread, threading.Event] = {}
-
-
-def _stop_generating(timeout: float = 30.0) -> None:
-    for stop in list(_GENERATING.values()):
-        stop.set()
-    for thread in list(_GENERATING):
-        thread.join(timeout)
-
-
-atexit.register(_stop_generating)
-
 BLOCK_FORMAT = 1  # raised when the engine's keys or values change meaning, so old block folders are not read
 
 
@@ -315,10 +299,9 @@ class HFResponder:
             )
             self._scheduler.submit(request)
         else:
-            args = (serving.model, prompt, text, emit, stop, usage)
-            thread = threading.Thread(target=self._generate, args=args, daemon=True)
-            _GENERATING[thread] = stop
-            thread.start()
+            # Stopped and awaited at interpreter exit, as the scheduler is (see `Scheduler.close`).
+            work = functools.partial(self._generate, serving.model, prompt, text, emit, stop, usage)
+            start_stoppable(work, stop, "servicebot-generate")
         try:
             while True:
                 left = deadline - loop.time()
@@ -394,5 +377,4 @@ class HFResponder:
         except BaseException as exc:  # surfaced to the awaiting coroutine, never lost in the thread
             emit(exc)
         finally:
-            _GENERATING.pop(threading.current_thread(), None)
             emit(END)

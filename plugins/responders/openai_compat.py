@@ -154,9 +154,3 @@ def _meter(chunk: dict[str, Any], usage: Usage) -> None:
             usage.completion_tokens = int(counts.get("completion_tokens") or 0)
         except (TypeError, ValueError):  # counts are a courtesy: odd ones are ignored, the answer is not lost
             pass
-
-
-def _delta(line: str) -> str | None:
-    """The text in one SSE line: '' for keep-alives and role-only chunks, None at the end of the stream."""
-    chunk = _chunk(line)
-    return None if chunk is None else _text(chunk)
