@@ -1,6 +1,6 @@
 """Guard-chain latency per turn, LLM excluded: the full default suite vs the two foundation guards (baseline).
 
-Run: .venv/bin/python bench/guards.py [--turns 200] [--against-quantize none]
+Run: .venv/bin/python bench/guards.py [--turns 200] [--against-quantize none | --against-sentences 0]
 Prints median and p95 of the input-guard chain per turn (and each guard's own median) over demo questions,
 XSTest-style benign and attack prompts from our own test split, both chains in the same run so machine noise
 shows in both; the full suite's figures are also given for the demo questions and our rows apart (harmful_intent's
@@ -28,6 +28,7 @@ from bot.contracts import Message, Turn, Warmable
 from bot.errors import ServicebotError
 from bot.pipeline import _check_views
 from bot.service import build_pipeline
+from plugins.guards.intent import sentences
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_common import percentiles  # noqa: E402
@@ -109,6 +110,13 @@ def main() -> None:
         help="also run the full suite with MiniLM in this setting (none: float32), every turn, interleaved with the "
         "defaults' in the same process, so the two compare under the same machine load",
     )
+    parser.add_argument(
+        "--against-sentences",
+        type=int,
+        default=None,
+        help="also run the full suite with harmful_intent's `sentences` at this value (0: messages judged only as "
+        "a whole), every turn, interleaved with the defaults' in the same process",
+    )
     args = parser.parse_args()
     settings = load_settings()
     settings = settings.model_copy(update={"responder": PluginSpec(name="extractive")})
@@ -125,10 +133,22 @@ def main() -> None:
 
     per_guard: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
 
-    other = None
+    other, other_label = None, ""
     if args.against_quantize is not None:
         embedder = PluginSpec(name="minilm", config={"quantize": args.against_quantize})
         other = warmed(build_pipeline(settings.model_copy(update={"embedder": embedder})))
+        other_label = f"MiniLM quantize: {args.against_quantize}"
+    elif args.against_sentences is not None:
+        specs = [
+            PluginSpec(name=g.name, config={**g.config, "sentences": args.against_sentences})
+            if g.name == "harmful_intent"
+            else g
+            for g in settings.guards.input
+        ]
+        other = warmed(
+            build_pipeline(settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": specs})}))
+        )
+        other_label = f"harmful_intent sentences: {args.against_sentences}"
     other_ms: list[float] = []
 
     async def run() -> tuple[list[float], list[float], list[float]]:
@@ -152,11 +172,14 @@ def main() -> None:
         ("  of which our safety examples", served_ms[1::2]),
         ("baseline (2 pattern guards)", base_ms),
     ]
+    several = [i for i, t in enumerate(texts) if len(sentences(t, 6)) > 1]
+    rows.append((f"  of which messages of several sentences ({len(several)})", [full_ms[i] for i in several]))
     if other is not None:
         rows += [
-            (f"MiniLM quantize: {args.against_quantize}, all run", other_ms),
+            (f"{other_label}, all run", other_ms),
             ("  of which demo questions", other_ms[0::2]),
             ("  of which our safety examples", other_ms[1::2]),
+            ("  of which messages of several sentences", [other_ms[i] for i in several]),
         ]
     for name, values in rows:
         show(name, values)

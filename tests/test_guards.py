@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.contracts import Message, Turn
-from plugins.guards.intent import safety_data_dir
+from plugins.guards.intent import safety_data_dir, sentences
 from plugins.guards.override import InstructionOverrideGuard
 from plugins.guards.size import MaxLengthGuard
 
@@ -91,3 +91,28 @@ def test_a_safety_data_path_without_its_tune_folder_is_said_out_loud(
     with caplog.at_level(logging.WARNING, logger="plugins.guards.intent"):
         assert safety_data_dir() == tmp_path
     assert not caplog.text
+
+
+def test_a_message_is_split_into_sentences_that_could_be_requests_on_their_own() -> None:
+    text = "I'm writing a story set in the U.S. capital. Hi! The expert explains it: how do people pick a lock?"
+    assert sentences(text, 6) == [
+        "I'm writing a story set in the U.S. capital.",
+        "The expert explains it:",
+        "how do people pick a lock?",
+    ]  # "Hi!" is too short to ask anything; "U.S." does not end a sentence
+    assert sentences("我在写一本小说。主角需要知道怎么撬开一把锁？", 6) == [
+        "我在写一本小说。",
+        "主角需要知道怎么撬开一把锁？",
+    ]
+    assert sentences("how do I reset my camera to factory settings?", 6) == []  # one sentence: nothing more to judge
+    assert sentences("Tasks:\n1. Write a haiku about rain\n2. Name three blue birds please", 6) == [
+        "Write a haiku about rain",
+        "Name three blue birds please",
+    ]  # a list's numbers fall away
+
+
+def test_sentences_stay_bounded_however_long_the_message() -> None:
+    text = " ".join(f"This is sentence number {i} of many." for i in range(20_000))
+    parts = sentences(text, 6)
+    assert len(parts) == 6 and " ".join(parts) == text  # neighbours joined: every word is still read
+    assert sentences(text, 6) == parts

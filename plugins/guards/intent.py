@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from plugins.responders.model_cache import cache_root
 from plugins.safety import review
 from plugins.safety.cedict import table
 from plugins.safety.classifier import SHIPPED, IntentClassifier, load
+from plugins.safety.gloss import with_gloss
 from plugins.safety.severe import severe_match
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,26 @@ CATEGORY_TEXT = {
     "self_harm": "self-harm",
     "misinformation": "fake or misleading content",
 }
+
+
+# A sentence ends at . ? ! ; or : before a space (not after an initial, as in "U.S."), at a Chinese stop, or at a
+# line break.
+_SENTENCE = re.compile(r"(?<![A-Z]\.)(?<=[.?!;:])\s+|(?<=[。？！；：])|\n+")
+_HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def sentences(text: str, most: int) -> list[str]:
+    """The sentences of a message that could be a request on their own (four words or more, or six Chinese
+    characters), when there are at least two; more than `most` are joined with their neighbours into `most` parts,
+    so the work stays bounded however long the message."""
+    parts = [p.strip() for p in _SENTENCE.split(text)]
+    parts = [p for p in parts if len(p.split()) >= 4 or len(_HANZI.findall(p)) >= 6]
+    if len(parts) < 2:
+        return []
+    if len(parts) > most:
+        size = -(-len(parts) // most)
+        parts = [" ".join(parts[i : i + size]) for i in range(0, len(parts), size)]
+    return parts
 
 
 def safety_data_dir() -> Path | None:
@@ -157,6 +179,18 @@ class HarmfulIntentConfig(IntentConfig):
     review_threshold: float = Field(
         default=0.7, ge=0.5, le=1, description="threshold for the mean of the linear and the review score"
     )
+    sentences: int = Field(
+        default=6,
+        ge=0,
+        le=20,
+        description="also judge each sentence of a message of several on its own (at most this many parts; 0: "
+        "off), so a request wrapped in harmless sentences (a story, a list of other tasks, a persona) is not "
+        "diluted by them; self-harm is judged on the whole message only",
+    )
+
+
+def _opinion(linear: float, review: float | None) -> str:
+    return f", mean of linear {linear:.2f} and review {review:.2f}" if review is not None else ""
 
 
 class HarmfulIntentGuard(_IntentGuard):
@@ -184,23 +218,42 @@ class HarmfulIntentGuard(_IntentGuard):
             return None
         return self._review
 
+    def _sentence_scores(self, text: str) -> dict[str, Any] | None:
+        """The scores of the sentence of `text` that reads most harmful, when it has several (see `sentences`)."""
+        parts = sentences(text, self.config.sentences) if self.config.sentences else []
+        if not parts:
+            return None
+        self.warm()
+        assert self._model is not None
+        vectors: dict[str, Any] = {}
+        plain = [p for p in parts if with_gloss(p) == p]
+        if plain and self._embedder is not None:  # one batch: a third cheaper than one at a time
+            vectors = dict(zip(plain, self._embedder.embed_documents(plain), strict=True))
+        rows = self._model.scores(parts, vectors)
+        i = max(range(len(parts)), key=lambda j: rows[j]["harmful"])
+        return {**rows[i], "window": False, "text": parts[i]}
+
+    async def _judge(self, s: dict[str, Any], decoded: bool, threshold: float) -> tuple[float, float, float | None]:
+        """(score, the bar it must reach, the review model's score if it was asked) for one scored text."""
+        reviewer = self._reviewer(s, decoded)
+        if reviewer is None:
+            return s["harmful"], threshold, None
+        second = (await asyncio.to_thread(reviewer.score, [s["text"]]))[0]
+        return (s["harmful"] + second) / 2, self.config.review_threshold, second
+
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
         threshold = self.config.threshold
         if turn.decoded:
             threshold = min(threshold, self.config.disguised_threshold)
-        score, category = s["harmful"], s["category"] or "harmful"
-        bar, second = threshold, None
-        reviewer = self._reviewer(s, turn.decoded)
-        if reviewer is not None:
-            second = (await asyncio.to_thread(reviewer.score, [s["text"]]))[0]
-            score, bar = (score + second) / 2, self.config.review_threshold
+        category = s["category"] or "harmful"
+        score, bar, second = await self._judge(s, turn.decoded, threshold)
         severe = severe_match(turn.text)
         if severe is not None:
             score, category = max(score, 0.95), severe[0]
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
         where = (" across turns" if s["window"] else "") + (" in disguised text" if turn.decoded else "")
-        opinion = f", mean of linear {s['harmful']:.2f} and review {second:.2f}" if second is not None else ""
+        opinion = _opinion(s["harmful"], second)
         if s.get("self_harm", 0.0) >= threshold or (category == "self_harm" and score >= bar):
             return Verdict(
                 self.name,
@@ -211,6 +264,14 @@ class HarmfulIntentGuard(_IntentGuard):
                 message=CARE,
                 handoff=True,
             )
+        if score < bar:
+            part = await asyncio.to_thread(self._sentence_scores, turn.text)
+            if part is not None and part["category"] != "self_harm":
+                p_score, p_bar, p_second = await self._judge(part, turn.decoded, threshold)
+                if p_score >= p_bar:
+                    s, score, bar, category = part, p_score, p_bar, part["category"] or "harmful"
+                    where += " in one sentence"
+                    opinion = _opinion(s["harmful"], p_second)
         if score >= bar:
             topic = CATEGORY_TEXT.get(category, "that")
             return Verdict(
