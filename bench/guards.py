@@ -156,7 +156,7 @@ def main() -> None:
         for i, t in enumerate(texts):
             a.append(await chain_ms(full, f"{t} ({i})", per_guard=per_guard[i % 2]))  # fresh text: no cache hits
             if other is not None:
-                other_ms.append(await chain_ms(other, f"{t} ({i})"))
+                other_ms.append(await chain_ms(other, f"{t} <{i}>"))  # its own fresh text: caches may be shared
             b.append(await chain_ms(full, f"{t} [{i}]", served=True))
             c.append(await chain_ms(base, f"{t} ({i})"))
         return a, b, c
