@@ -187,6 +187,14 @@ class HarmfulIntentConfig(IntentConfig):
         "off), so a request wrapped in harmless sentences (a story, a list of other tasks, a persona) is not "
         "diluted by them; self-harm is judged on the whole message only",
     )
+    sentence_floor: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="judge the sentences apart only when the whole message's linear score is at least this: a "
+        "message that reads plainly harmless as a whole is not taken apart, since a short sentence out of context "
+        "can read as harm",
+    )
 
 
 def _opinion(linear: float, review: float | None) -> str:
@@ -264,7 +272,7 @@ class HarmfulIntentGuard(_IntentGuard):
                 message=CARE,
                 handoff=True,
             )
-        if score < bar:
+        if score < bar and s["harmful"] >= self.config.sentence_floor:
             part = await asyncio.to_thread(self._sentence_scores, turn.text)
             if part is not None and part["category"] != "self_harm":
                 p_score, p_bar, p_second = await self._judge(part, turn.decoded, threshold)
