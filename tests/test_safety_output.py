@@ -136,6 +136,9 @@ async def test_harmful_output_scores_what_the_model_wrote_not_the_knowledge_it_q
     trusting = HarmfulOutputGuard(HarmfulOutputGuard.Config(), ctx)
     verdict = await trusting.check_output(turn, quote, [export])
     assert not verdict.blocked and verdict.reason == "the answer only quotes the knowledge base"
+    # A citation mark right after a quoted clause (the extractive answer's form) leaves it a quote.
+    cited = Draft("A list of sign-ins and sessions from the last 12 months [1]. Camera clips you selected [1]")
+    assert (await trusting.check_output(turn, cited, [export])).reason == "the answer only quotes the knowledge base"
     scoring_all = HarmfulOutputGuard(HarmfulOutputGuard.Config(trust_quotes=False), ctx)
     assert (await scoring_all.check_output(turn, quote, [export])).reason.startswith("harmful content")
     # Words the model adds are scored as before, quotes or not around them.

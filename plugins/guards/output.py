@@ -179,7 +179,9 @@ _CLAUSE = re.compile(r"[.!?;:,。！？；：，]+\s*|\n+|\s+-\s+|^-\s+")  # ans
 
 def _plain(text: str) -> str:
     """Lower case, citation markers and punctuation dropped, whitespace collapsed: for verbatim-quote checks."""
-    return " ".join(re.sub(r"\[\d+\]|[^\w]+", " ", text.lower()).split())
+    # Citation marks go first: in one alternation, the punctuation run before "[1]" would swallow its bracket and
+    # leave the "1" behind, so a quoted clause that ends in its citation no longer read as a quote.
+    return " ".join(re.sub(r"[^\w]+", " ", _CITE.sub(" ", text.lower())).split())
 
 
 class HarmfulOutputConfig(IntentConfig):
