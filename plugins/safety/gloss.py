@@ -231,15 +231,17 @@ def gloss(text: str, entries: tuple[tuple[str, str], ...] = _ENTRIES) -> str:
 
 
 def fingerprint(table: dict[str, str] = GLOSS) -> str:
-    """What the classifiers' text view depends on beyond the data: this gloss table and the dictionary file.
+    """What the classifiers' text view depends on beyond the data: this gloss table, the dictionary file and the
+    word segmentation.
 
     Part of the classifier's data hash, so editing the gloss or installing another dictionary retrains it (and
     a shipped classifier made with other features is not used)."""
-    from plugins.safety.cedict import dictionary_file
+    from plugins.safety.cedict import dictionary_file, segmentation
 
     h = hashlib.sha256(json.dumps(sorted(table.items()), ensure_ascii=False).encode())
     path = dictionary_file()
     h.update(f"{path.name}:{path.stat().st_size}".encode() if path is not None else b"no-dictionary")
+    h.update(segmentation().encode())
     return h.hexdigest()[:12]
 
 
