@@ -1,9 +1,12 @@
 """The harmful-intent guard with and without its review model, on our own test rows (never trained on).
 
-Run: .venv/bin/python bench/harm_review.py [--limit N] [--show] [--exclude GLOB]
+Run: .venv/bin/python bench/harm_review.py [--limit N] [--show] [--exclude GLOB] [--bars 0.7,0.74,0.8]
 For each group of test rows (harmful and benign, English and Chinese, in-domain questions) prints the share the
 guard blocks with the review model on (the default) and off, and the guard's latency per turn (median and p95,
 sentence embedding included) for both, measured alternately in the same run on texts neither has seen.
+
+--bars prints instead the share blocked at each `review_threshold` (review on): how the bar is set for a retrained
+review model, whose operating point moves with each retraining (see the README).
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ def rows(limit: int, exclude: Sequence[str] = ()) -> list[tuple[str, str]]:
     return out[:limit] if limit else out
 
 
-def guard(review: bool) -> Any:
+def guard(review: bool, bar: float | None = None) -> Any:
     settings = load_settings()
+    extra = {} if bar is None else {"review_threshold": bar}
     specs = [
-        PluginSpec(name="harmful_intent", config={**s.config, "review": review})
+        PluginSpec(name="harmful_intent", config={**s.config, "review": review, **extra})
         for s in settings.guards.input
         if s.name == "harmful_intent"
     ]
@@ -65,6 +69,25 @@ def guard(review: bool) -> Any:
     return g
 
 
+def bars(texts: list[tuple[str, str]], values: list[float]) -> None:
+    """The share of each group blocked at each review bar (the classifier and review model shared by all)."""
+    guards = {bar: guard(True, bar) for bar in values}
+    blocked: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
+    total: dict[str, int] = defaultdict(int)
+
+    async def run() -> None:
+        for group, text in texts:
+            total[group] += 1
+            for bar, g in guards.items():
+                blocked[group][bar] += (await g.check(Turn((Message("user", text),)))).blocked
+
+    asyncio.run(run())
+    print(f"{'blocked at review_threshold':<28}{'n':>6}" + "".join(f"{bar:>8.2f}" for bar in values))
+    for group in sorted(total):
+        cells = "".join(f"{100 * blocked[group][bar] / total[group]:>7.1f}%" for bar in values)
+        print(f"{group:<28}{total[group]:>6}{cells}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=0, help="first N test rows only (0: all)")
@@ -72,7 +95,11 @@ def main() -> None:
     parser.add_argument(
         "--exclude", action="append", default=[], help="skip data files matching this glob (e.g. a new batch)"
     )
+    parser.add_argument("--bars", default="", help="comma-separated review_threshold values to compare (review on)")
     args = parser.parse_args()
+    if args.bars:
+        bars(rows(args.limit, args.exclude), [float(b) for b in args.bars.split(",")])
+        return
     on, off = guard(True), guard(False)
     texts = rows(args.limit, args.exclude)
     blocked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -82,7 +82,8 @@ def test_a_sweep_moves_the_review_bar_with_the_threshold() -> None:
             )
         }
     )
-    for t, bar in ((0.3, 0.5), (0.8, 0.8)):
+    # The review bar moves as far as the threshold does, from the configured 0.74 (never below 0.5).
+    for t, bar in ((0.3, 0.5), (0.7, 0.74), (0.8, 0.84)):
         harmful, jailbreak = with_thresholds(settings, t).guards.input
         assert harmful.config == {"threshold": t, "review_threshold": bar}
         assert jailbreak.config == {"threshold": t}

@@ -177,7 +177,11 @@ class HarmfulIntentConfig(IntentConfig):
         "review_threshold, and decide on the mean of the two scores",
     )
     review_threshold: float = Field(
-        default=0.7, ge=0.5, le=1, description="threshold for the mean of the linear and the review score"
+        default=0.74,
+        ge=0.5,
+        le=1,
+        description="threshold for the mean of the linear and the review score; set for each retrained review "
+        "model on our test rows (python bench/harm_review.py --bars), since its operating point moves with retraining",
     )
     sentences: int = Field(
         default=6,

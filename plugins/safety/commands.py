@@ -14,19 +14,26 @@ from bot.errors import ServicebotError
 LEARNED = ("harmful_intent", "jailbreak")
 
 
+def _review_bar(config: dict[str, Any], threshold: float) -> float:
+    """harmful_intent's bar for the mean with its review model, moved as far as its threshold moves from the
+    configured one (so the configured thresholds give the configured bar), and never below 0.5."""
+    from plugins.guards.intent import HarmfulIntentConfig
+
+    configured = HarmfulIntentConfig(**config)
+    return round(min(1.0, max(0.5, configured.review_threshold + threshold - configured.threshold)), 4)
+
+
 def with_thresholds(settings: Settings, threshold: float) -> Settings:
-    """A copy of settings with the learned guards' thresholds set to `threshold` (and harmful_intent's bar for the
-    mean with its review model, which starts at 0.5)."""
-    specs = [
-        s.model_copy(update={"config": {**s.config, "threshold": threshold}}) if s.name in LEARNED else s
-        for s in settings.guards.input
-    ]
-    specs = [
-        s.model_copy(update={"config": {**s.config, "review_threshold": max(0.5, threshold)}})
-        if s.name == "harmful_intent"
-        else s
-        for s in specs
-    ]
+    """A copy of settings with the learned guards' thresholds set to `threshold` (and harmful_intent's review bar
+    moved with it, see `_review_bar`)."""
+    specs = []
+    for s in settings.guards.input:
+        if s.name in LEARNED:
+            config = {**s.config, "threshold": threshold}
+            if s.name == "harmful_intent":
+                config["review_threshold"] = _review_bar(s.config, threshold)
+            s = s.model_copy(update={"config": config})
+        specs.append(s)
     return settings.model_copy(update={"guards": settings.guards.model_copy(update={"input": specs})})
 
 
