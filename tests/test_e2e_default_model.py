@@ -46,9 +46,8 @@ async def test_the_llms_raw_answers_leave_the_citations_plugin_cited_and_finishe
     """This fixture's service has no output guards: the raw model answer goes through the plugin here.
 
     The model's greedy answer is not the same on every machine (CPU kernels round differently, and one token is
-    enough to change the rest): on the machines of 2026-11-22 to 23 the first question's answer repeated a step and
-    ran out; on 2026-11-24's (AMD EPYC, AVX-512) it ends in a sentence of its own
-    that no passage supports. Either way, what the plugin releases is finished, has no repeated line and cites no
+    enough to change the rest): on earlier CI machines the first question's answer repeated a step and ran out; on
+    the one of 2026-11-24 evening (AMD EPYC, AVX-512) it ends in a sentence of its own that no passage supports. Either way, what the plugin releases is finished, has no repeated line and cites no
     missing passage; a rewrite also cites."""
     from bot.contracts import Draft, Message, Turn
     from bot.registry import PluginContext
