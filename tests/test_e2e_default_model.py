@@ -47,8 +47,9 @@ async def test_the_llms_raw_answers_leave_the_citations_plugin_cited_and_finishe
 
     The model's greedy answer is not the same on every machine (CPU kernels round differently, and one token is
     enough to change the rest): on earlier CI machines the first question's answer repeated a step and ran out; on
-    the one of 2026-11-24 evening (AMD EPYC, AVX-512) it ends in a sentence of its own that no passage supports. Either way, what the plugin releases is finished, has no repeated line and cites no
-    missing passage; a rewrite also cites."""
+    the one of 2026-11-24 evening (AMD EPYC, AVX-512) it ends in a sentence of its own that no passage supports.
+    Either way, what the plugin releases is finished, has no repeated line and cites no missing passage; a rewrite
+    also cites."""
     from bot.contracts import Draft, Message, Turn
     from bot.registry import PluginContext
     from plugins.guards.citations import CitationsGuard
