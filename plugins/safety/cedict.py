@@ -96,8 +96,7 @@ def _words(run: str, words: dict[str, str]) -> list[str]:
         for size in range(min(MAX_WORD, len(run) - i), 0, -1):
             sense = words.get(run[i : i + size])
             if sense is not None:
-                if not out or out[-1] != sense:
-                    out.append(sense)
+                out.append(sense)
                 i += size
                 break
         else:
@@ -125,17 +124,13 @@ def segmentation() -> str:
 
 def _senses(run: str, words: dict[str, str]) -> list[str]:
     """English senses of one run of Chinese characters: each segment's own sense when the dictionary has the
-    segment, else its parts' by longest match."""
+    segment, else its parts' by longest match; a sense repeated next to itself is said once."""
     cut = segmenter()
-    if cut is None:
-        return _words(run, words)
-    out: list[str] = []
-    for segment in cut(run):
-        sense = words.get(segment)
-        for s in [sense] if sense is not None else _words(segment, words):
-            if not out or out[-1] != s:
-                out.append(s)
-    return out
+    senses: list[str] = []
+    for segment in cut(run) if cut is not None else [run]:
+        sense = words.get(segment) if cut is not None else None
+        senses += [sense] if sense is not None else _words(segment, words)
+    return [s for i, s in enumerate(senses) if i == 0 or senses[i - 1] != s]
 
 
 def has_chinese(text: str) -> bool:
