@@ -80,6 +80,14 @@ def export_guards(
             "--review/--no-review", help="Also fine-tune the review model (about fifteen minutes on two cores)."
         ),
     ] = False,
+    calibrate: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --review: keep one train text in N back from the fine-tune and calibrate the review score "
+            "on them, so review_threshold keeps its meaning after the data changes (0: off).",
+        ),
+    ] = 0,
 ) -> None:
     """Train (or take from the cache) the intent classifier on our examples, the demo questions and the public
     tune/ sets, and write it as the shipped classifier: one per MiniLM setting (int8, the default, and float32),
@@ -118,7 +126,7 @@ def export_guards(
         if with_review:
             from plugins.safety import review
 
-            reviewer = review.train(dataset)
+            reviewer = review.train(dataset, calibrate=calibrate)
             review.export(reviewer, classifier.data_hash(dataset, "review"), folder)
             print(f"wrote {folder / 'review.safetensors'}: {reviewer.card['examples']} training examples")
     except ServicebotError as exc:

@@ -109,9 +109,56 @@ class ReviewModel:
         return [float(p) for p in torch.sigmoid(logits)]
 
 
-def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int = 0, batch: int = 32) -> ReviewModel:
+def held_out(text: str, every: int) -> bool:
+    """Whether a train-split text is kept back from fine-tuning to calibrate the score: one in `every`, chosen by
+    the text's hash, so adding examples never moves an old one between the two parts."""
+    return every > 0 and int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) % every == 0
+
+
+def platt(logits: Any, labels: Any, weights: Any, steps: int = 100) -> tuple[float, float]:
+    """(a, b) minimising the weighted log loss of sigmoid(a * logit + b): Newton's method on the two parameters,
+    each step halved until the loss goes down (a full step overshoots where the scores saturate)."""
+    import torch
+
+    x = logits.double()
+    y = labels.double()
+    w = weights.double() / weights.double().sum()
+
+    def loss(a: float, b: float) -> float:
+        z = a * x + b
+        return float((w * (torch.nn.functional.softplus(z) - y * z)).sum())
+
+    a, b = 1.0, 0.0
+    current = loss(a, b)
+    for _ in range(steps):
+        p = torch.sigmoid(a * x + b)
+        r = w * (p - y)
+        h = w * p * (1 - p)
+        grad = torch.stack([(r * x).sum(), r.sum()])
+        hess = torch.stack([torch.stack([(h * x * x).sum(), (h * x).sum()]), torch.stack([(h * x).sum(), h.sum()])])
+        step = torch.linalg.solve(hess + 1e-9 * torch.eye(2, dtype=torch.float64), grad)
+        size = 1.0
+        while size > 1e-6 and loss(a - size * float(step[0]), b - size * float(step[1])) > current:
+            size /= 2
+        if size <= 1e-6:
+            break
+        a, b = a - size * float(step[0]), b - size * float(step[1])
+        before, current = current, loss(a, b)
+        if before - current < 1e-12:
+            break
+    return a, b
+
+
+def train(
+    examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int = 0, batch: int = 32, calibrate: int = 0
+) -> ReviewModel:
     """Fine-tune the layers above `frozen` and a logistic head on the train split (harmful vs everything else),
-    each class weighted to half the total, our own examples four times a public one."""
+    each class weighted to half the total, our own examples four times a public one.
+
+    With `calibrate` N, one train text in N (`held_out`) is kept back and the head's output is then rescaled on
+    those texts (Platt scaling, same weights): a fine-tuned encoder is over-confident in its own way after each
+    training, and calibrated, the guard's `review_threshold` keeps its meaning from one retraining to the next. It
+    costs the fine-tune those texts, so it is off by default (see the README)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -121,12 +168,11 @@ def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int =
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoder = AutoModel.from_pretrained(path).eval()
     rows = [e for e in examples if e.split == "train"]
+    kept = [i for i, e in enumerate(rows) if held_out(e.text, calibrate)]
+    fit = [i for i, e in enumerate(rows) if not held_out(e.text, calibrate)]
     labels = torch.tensor([1.0 if "harmful" in e.labels else 0.0 for e in rows])
-    weights = torch.tensor([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in rows])
-    positive = float((weights * labels).sum())
-    negative = float((weights * (1 - labels)).sum())
-    total = positive + negative
-    weights = torch.where(labels > 0, weights * total / (2 * positive), weights * total / (2 * negative))
+    own = torch.tensor([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in rows])
+    weights = _balanced(own, labels, fit)
     # The frozen part of the network gives each text the same output every epoch: compute it once.
     lower: list[Any] = [None] * len(rows)
     by_length = sorted(range(len(rows)), key=lambda i: len(rows[i].text))
@@ -151,7 +197,7 @@ def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int =
         [{"params": top.parameters(), "lr": 3e-5}, {"params": head.parameters(), "lr": 1e-3}], weight_decay=0.01
     )
     for epoch in range(epochs):
-        order = list(range(len(rows)))
+        order = list(fit)
         rng.shuffle(order)
         batches: list[list[int]] = []
         for start in range(0, len(order), 512):  # similar lengths share a batch: less padding
@@ -160,13 +206,7 @@ def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int =
         rng.shuffle(batches)
         running = 0.0
         for b in batches:
-            width = max(lower[i].shape[0] for i in b)
-            hidden = torch.zeros(len(b), width, encoder.config.hidden_size)
-            attention = torch.zeros(len(b), width, dtype=torch.long)
-            for j, i in enumerate(b):
-                hidden[j, : lower[i].shape[0]] = lower[i]
-                attention[j, : lower[i].shape[0]] = 1
-            logits = _logits(top, head, hidden, attention)
+            logits = _batch_logits(top, head, lower, b)
             losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[b], reduction="none")
             loss = (losses * weights[b]).sum() / weights[b].sum()
             optimizer.zero_grad()
@@ -175,8 +215,47 @@ def train(examples: list[Example], frozen: int = 0, epochs: int = 3, seed: int =
             running += float(loss.detach())
         log.info("review model: epoch %d of %d, loss %.4f", epoch + 1, epochs, running / max(len(batches), 1))
     top.eval()
-    card = {"base": BASE, "version": VERSION, "frozen": frozen, "epochs": epochs, "seed": seed, "examples": len(rows)}
+    card: dict[str, Any] = {
+        "base": BASE,
+        "version": VERSION,
+        "frozen": frozen,
+        "epochs": epochs,
+        "seed": seed,
+        "examples": len(fit),
+    }
+    if kept and 0 < float(labels[kept].sum()) < len(kept):  # both classes among the held-out texts
+        with torch.inference_mode():
+            held = torch.cat([_batch_logits(top, head, lower, kept[k : k + 64]) for k in range(0, len(kept), 64)])
+        scale, shift = platt(held, labels[kept], _balanced(own, labels, kept)[kept])
+        with torch.no_grad():  # sigmoid(scale * (w.x + c) + shift): the same head with w and c rescaled
+            head.weight.mul_(scale)
+            head.bias.mul_(scale).add_(shift)
+        card["calibration"] = {"examples": len(kept), "scale": round(scale, 4), "shift": round(shift, 4)}
+        log.info("review model: calibrated on %d held-out texts (scale %.3f, shift %.3f)", len(kept), scale, shift)
     return ReviewModel(encoder, head, tokenizer, card)
+
+
+def _balanced(weights: Any, labels: Any, rows: list[int]) -> Any:
+    """`weights` rescaled so that each class's rows among `rows` weigh half their total."""
+    import torch
+
+    positive = float((weights[rows] * labels[rows]).sum())
+    negative = float((weights[rows] * (1 - labels[rows])).sum())
+    total = positive + negative
+    return torch.where(labels > 0, weights * total / (2 * positive), weights * total / (2 * negative))
+
+
+def _batch_logits(layers: Any, head: Any, lower: list[Any], idx: list[int]) -> Any:
+    """The head's logits for the texts `idx`, from their precomputed lower hidden states, padded to one width."""
+    import torch
+
+    width = max(lower[i].shape[0] for i in idx)
+    hidden = torch.zeros(len(idx), width, lower[idx[0]].shape[1])
+    attention = torch.zeros(len(idx), width, dtype=torch.long)
+    for j, i in enumerate(idx):
+        hidden[j, : lower[i].shape[0]] = lower[i]
+        attention[j, : lower[i].shape[0]] = 1
+    return _logits(layers, head, hidden, attention)
 
 
 def export(model: ReviewModel, data_hash: str, folder: Path = SHIPPED) -> Path:
