@@ -201,8 +201,14 @@ class HarmfulIntentConfig(IntentConfig):
     )
 
 
-def _opinion(linear: float, review: float | None) -> str:
-    return f", mean of linear {linear:.2f} and review {review:.2f}" if review is not None else ""
+def _opinion(linear: float, review: float | None, decoded: bool = False) -> str:
+    if review is None:
+        return ""
+    return (
+        f", linear {linear:.2f}, review {review:.2f}"
+        if decoded
+        else f", mean of linear {linear:.2f} and review {review:.2f}"
+    )
 
 
 class HarmfulIntentGuard(_IntentGuard):
@@ -223,10 +229,10 @@ class HarmfulIntentGuard(_IntentGuard):
             public = safety_data_dir() if self.config.public_data else None
             self._review = review.shipped(self._model.review_key, public is None)
 
-    def _reviewer(self, s: dict[str, Any], decoded: bool) -> review.ReviewModel | None:
-        """The review model when it gives a second opinion on the text that was scored: not decoded from a disguise
-        (that keeps the stricter linear rule), with a linear score the mean could lift past the bar."""
-        if not self.config.review or decoded or s["harmful"] < 2 * self.config.review_threshold - 1:
+    def _reviewer(self, s: dict[str, Any]) -> review.ReviewModel | None:
+        """The review model when it gives a second opinion on the customer's own text (decoded text: see
+        `_judge_decoded`), with a linear score the mean could lift past the bar."""
+        if not self.config.review or s["harmful"] < 2 * self.config.review_threshold - 1:
             return None
         return self._review
 
@@ -247,11 +253,24 @@ class HarmfulIntentGuard(_IntentGuard):
 
     async def _judge(self, s: dict[str, Any], decoded: bool, threshold: float) -> tuple[float, float, float | None]:
         """(score, the bar it must reach, the review model's score if it was asked) for one scored text."""
-        reviewer = self._reviewer(s, decoded)
+        if decoded:
+            return await self._judge_decoded(s, threshold)
+        reviewer = self._reviewer(s)
         if reviewer is None:
             return s["harmful"], threshold, None
         second = (await asyncio.to_thread(reviewer.score, [s["text"]]))[0]
         return (s["harmful"] + second) / 2, self.config.review_threshold, second
+
+    async def _judge_decoded(self, s: dict[str, Any], threshold: float) -> tuple[float, float, float | None]:
+        """Text decoded from a disguise is held to the stricter linear rule, and what that misses the review model
+        may still block on its own at `review_threshold`: a disguise never lowers the scrutiny a request gets. (The
+        mean cannot be used here: below the linear bar it could not reach the review bar.)"""
+        if s["harmful"] >= threshold or not self.config.review or self._review is None:
+            return s["harmful"], threshold, None
+        second = (await asyncio.to_thread(self._review.score, [s["text"]]))[0]
+        if second >= self.config.review_threshold:
+            return second, self.config.review_threshold, second
+        return s["harmful"], threshold, second
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
@@ -265,7 +284,7 @@ class HarmfulIntentGuard(_IntentGuard):
             score, category = max(score, 0.95), severe[0]
         self_harm = max(s.get("self_harm", 0.0), score if category == "self_harm" else 0.0)
         where = (" across turns" if s["window"] else "") + (" in disguised text" if turn.decoded else "")
-        opinion = _opinion(s["harmful"], second)
+        opinion = _opinion(s["harmful"], second, turn.decoded)
         if s.get("self_harm", 0.0) >= threshold or (category == "self_harm" and score >= bar):
             return Verdict(
                 self.name,
@@ -283,7 +302,7 @@ class HarmfulIntentGuard(_IntentGuard):
                 if p_score >= p_bar:
                     s, score, bar, category = part, p_score, p_bar, part["category"] or "harmful"
                     where += " in one sentence"
-                    opinion = _opinion(s["harmful"], p_second)
+                    opinion = _opinion(s["harmful"], p_second, turn.decoded)
         if score >= bar:
             topic = CATEGORY_TEXT.get(category, "that")
             return Verdict(

@@ -126,29 +126,59 @@ def strip_invisible(text: str) -> str | None:
 
 
 def fold_homoglyphs(text: str) -> str | None:
-    """Map full-width, styled and cross-script look-alike letters to plain Latin."""
-    folded = unicodedata.normalize("NFKC", text).translate(CONFUSABLES)
-    folded = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
-    letters = [c for c in folded if c.isalnum()]
+    """Map full-width, styled and cross-script look-alike letters to plain Latin, and drop accents where they are a
+    disguise (on more than one letter in six: "hôw tô mâkè"), not spelling (Beyoncé, crème brûlée, Medellín)."""
+    mapped = unicodedata.normalize("NFKC", text).translate(CONFUSABLES)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", mapped) if not unicodedata.combining(c))
+    original = [c for c in text if c.isalnum()]
     # Full-width punctuation (normal in Chinese text) is not a disguise: only changed letters count.
-    return folded if letters != [c for c in text if c.isalnum()] else None
+    if [c for c in mapped if c.isalnum()] != original:
+        return folded
+    if len(folded) == len(mapped) and sum(a != b for a, b in zip(mapped, folded, strict=True)) * 6 <= len(original):
+        return None
+    return folded if [c for c in folded if c.isalnum()] != original else None
+
+
+_MIXED = re.compile(r"[A-Za-z0-9@$!|+(]{2,}")
+# One run of digits and one of letters, either way round: 5k, 40th, 1990s, 11pm, 50mm, 401k (numbers with a unit
+# or suffix) and f7, T2, mp3, Hub2 (names with a number). Ordinary writing is full of them, so they are read as
+# leetspeak only in a text that is leetspeak by other words too.
+_NUMBERED = re.compile(r"\d+[A-Za-z]{1,3}|[A-Za-z]+\d+")
+
+
+def _leet_token(token: str, after: str) -> tuple[str, bool] | None:
+    """(the part to translate, whether it is plainly leetspeak) for a token that mixes letters with digits or
+    symbols, or None for one that does not: punctuation at its edges ("help!", "(now"), money ("$5k"), an e-mail
+    address ("bob@mail" before ".com") and runs too long to be a word (ids, encodings) are not leetspeak."""
+    core = token.strip("!|+(")
+    if core.startswith("$") and core[1:2].isdigit():
+        core = core[1:]
+    if len(core) > 16 or not any(c.isalpha() for c in core) or core.isalpha():
+        return None
+    if "@" in core and re.match(r"\.[A-Za-z]", after):
+        return None
+    plain = not _NUMBERED.fullmatch(core) and not core.startswith("@") and sum(c.isalpha() for c in core) >= 2
+    return core, plain and core.translate(LEET) != core
 
 
 def unleet(text: str) -> str | None:
-    """Undo leetspeak in words that mix letters with digits or symbols (h4ck, pa$$w0rd)."""
-
-    def fix(match: re.Match[str]) -> str:
-        token = match.group(0)
-        # Long mixed runs are ids or encodings, not words: leave them to the other decoders.
-        if len(token) <= 16 and any(c.isalpha() for c in token) and any(not c.isalpha() for c in token):
-            return token.translate(LEET)
-        return token
-
-    out = re.sub(r"[A-Za-z0-9@$!|+(]{2,}", fix, text)
-    if out == text:
+    """Undo leetspeak in words that mix letters with digits or symbols (h4ck, pa$$w0rd), in a text where at least
+    one word is plainly leetspeak; numbers with a unit (5k, 3am, 1990s) and names with a number (T2, mp3) alone are
+    not."""
+    found = [(m, _leet_token(m.group(0), text[m.end() : m.end() + 2])) for m in _MIXED.finditer(text)]
+    if not any(t is not None and t[1] for _, t in found):
         return None
+    out = []
+    last = 0
+    for match, token in found:
+        if token is None:
+            continue
+        start = match.start() + match.group(0).index(token[0])
+        out += [text[last:start], token[0].translate(LEET)]
+        last = start + len(token[0])
+    out.append(text[last:])
     # Once a text is clearly leetspeak, lone 1 / 4 / 3 / 0 are letters too ("p1ck 4 l0ck" -> "pick a lock").
-    return re.sub(r"(?<![\w.,])[1430](?![\w.,])", lambda m: m.group(0).translate(LEET), out)
+    return re.sub(r"(?<![\w.,])[1430](?![\w.,])", lambda m: m.group(0).translate(LEET), "".join(out))
 
 
 def decode_base64(text: str) -> str | None:
