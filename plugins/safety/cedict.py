@@ -126,10 +126,13 @@ def _senses(run: str, words: dict[str, str]) -> list[str]:
     """English senses of one run of Chinese characters: each segment's own sense when the dictionary has the
     segment, else its parts' by longest match; a sense repeated next to itself is said once."""
     cut = segmenter()
-    senses: list[str] = []
-    for segment in cut(run) if cut is not None else [run]:
-        sense = words.get(segment) if cut is not None else None
-        senses += [sense] if sense is not None else _words(segment, words)
+    if cut is None:
+        senses = _words(run, words)
+    else:
+        senses = []
+        for segment in cut(run):
+            sense = words.get(segment)
+            senses += [sense] if sense is not None else _words(segment, words)
     return [s for i, s in enumerate(senses) if i == 0 or senses[i - 1] != s]
 
 

@@ -168,8 +168,9 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoder = AutoModel.from_pretrained(path).eval()
     rows = [e for e in examples if e.split == "train"]
-    kept = [i for i, e in enumerate(rows) if held_out(e.text, calibrate)]
-    fit = [i for i, e in enumerate(rows) if not held_out(e.text, calibrate)]
+    back = [held_out(e.text, calibrate) for e in rows]
+    kept = [i for i, b in enumerate(back) if b]
+    fit = [i for i, b in enumerate(back) if not b]
     labels = torch.tensor([1.0 if "harmful" in e.labels else 0.0 for e in rows])
     own = torch.tensor([1.0 if e.source in PUBLIC else OWN_WEIGHT for e in rows])
     weights = _balanced(own, labels, fit)
