@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
 from plugins.guards.intent import IntentConfig, _IntentGuard
-from plugins.safety.cedict import has_chinese, render
+from plugins.safety.cedict import has_chinese, render, table
 from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
@@ -61,9 +61,12 @@ class GlossGuard:
         self._harm = _IntentGuard(IntentConfig(), ctx) if benign else None
 
     def warm(self) -> None:
-        """Load the harm classifier the `benign` setting reads."""
+        """Load the harm classifier the `benign` setting reads, and the everyday rendering's table (built once from
+        the dictionary, about a second), so the first Chinese customer does not wait for them."""
         if self._harm is not None:
             self._harm.warm()
+        if self.config.dictionary:
+            table("everyday")
 
     def _render(self, text: str) -> str:
         if self._harm is None and self.config.dictionary is not True:  # off, or `benign` with nothing to ask
