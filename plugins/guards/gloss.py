@@ -59,17 +59,19 @@ class GlossGuard:
         # Without the pipeline's embedder there is no classifier to ask, and `benign` renders nothing.
         benign = config.dictionary == "benign" and getattr(ctx, "embedder", None) is not None
         self._harm = _IntentGuard(IntentConfig(), ctx) if benign else None
+        # Off, or `benign` with nothing to ask: never renders.
+        self._renders = config.dictionary is True or self._harm is not None
 
     def warm(self) -> None:
         """Load the harm classifier the `benign` setting reads, and the everyday rendering's table (built once from
         the dictionary, about a second), so the first Chinese customer does not wait for them."""
         if self._harm is not None:
             self._harm.warm()
-        if self.config.dictionary:
+        if self._renders:
             table("everyday")
 
     def _render(self, text: str) -> str:
-        if self._harm is None and self.config.dictionary is not True:  # off, or `benign` with nothing to ask
+        if not self._renders:
             return ""
         if self._harm is not None:
             try:
