@@ -13,6 +13,7 @@ import gradio as gr
 from bot.appstate import TOO_FAST, AppState
 from bot.contracts import Message, Turn
 from bot.errors import InputError
+from bot.language import Language, Phrase, language_of
 from bot.markup import ChatHistory, escape_answer, escape_markdown, render_reply, render_stored, to_raw_messages
 from bot.pipeline import Delta
 from bot.service import parse_messages
@@ -20,12 +21,16 @@ from bot.service import parse_messages
 log = logging.getLogger(__name__)
 
 TITLE = "Kestrel Home support"
-SORRY = "Sorry, something went wrong on our side; please try again."
-TO_HUMAN = (
+SORRY = Phrase("Sorry, something went wrong on our side; please try again.", "抱歉，我们这边出了点问题，请再试一次。")
+TO_HUMAN = Phrase(
     "I've asked a member of our team to join this conversation; they will reply right here. "
-    "You can keep writing meanwhile, and nothing you've said so far is lost."
+    "You can keep writing meanwhile, and nothing you've said so far is lost.",
+    "我已请我们的工作人员加入这段对话，他们会直接在这里回复您。在此期间您可以继续留言，之前说的内容都不会丢失。",
 )
-WITH_HUMAN = "Your message is with our team; they will reply right here."
+WITH_HUMAN = Phrase(
+    "Your message is with our team; they will reply right here.", "您的消息已转给我们的团队，他们会直接在这里回复您。"
+)
+SLOW_DOWN = Phrase(TOO_FAST, "您发消息的速度太快，我们来不及回复；请稍等片刻再试。")
 _CONVERSATION = re.compile(r"^[0-9a-f]{32}$")
 UI = {
     "en": {
@@ -59,6 +64,17 @@ CSS = "#actions button{min-width:0} @media (max-width:640px){#actions{flex-wrap:
 def chat_i18n() -> gr.I18n:
     """The chat's UI text in English and Chinese (picked by the browser's language)."""
     return gr.I18n(**UI)
+
+
+def _language(history: ChatHistory, request: gr.Request | None) -> Language:
+    """The customer's language: that of their messages when they say enough to tell, else their browser's."""
+    accept = request.headers.get("accept-language", "") if request is not None else ""
+    browser: Language = "zh" if accept.strip().lower().startswith("zh") else "en"
+    try:
+        said = [Message("user", m["content"]) for m in to_raw_messages(history) if m["role"] == "user"]
+    except Exception:  # a history the browser mangled: its language setting still says something
+        said = []
+    return language_of(said, browser)
 
 
 def _conversation(value: Any) -> str:
@@ -97,7 +113,8 @@ def build_chat(state: AppState) -> gr.Blocks:
         history, conversation, ids = list(history), _conversation(conversation), dict(ids or {})
         client = request.client.host if request is not None and request.client else "unknown"
         if state.limited(client, conversation):
-            yield [*history, {"role": "assistant", "content": TOO_FAST}], conversation, ids
+            slow = SLOW_DOWN.say(_language(history, request))
+            yield [*history, {"role": "assistant", "content": slow}], conversation, ids
             return
         shown = ""
         try:
@@ -106,7 +123,8 @@ def build_chat(state: AppState) -> gr.Blocks:
             if row is not None and row["status"] == "human":  # a person has this conversation: no bot answer
                 text = await redacted(messages[-1].content)
                 await state.db(records.add_message, conversation, "user", text)
-                yield [*history, {"role": "assistant", "content": WITH_HUMAN}], conversation, ids
+                waiting = WITH_HUMAN.say(language_of(messages))
+                yield [*history, {"role": "assistant", "content": waiting}], conversation, ids
                 return
             async for event in service.stream(messages, conversation, state.admission):
                 if isinstance(event, Delta):
@@ -121,7 +139,8 @@ def build_chat(state: AppState) -> gr.Blocks:
         except Exception:
             log.exception("web turn failed")
             state.metrics.inc("servicebot_errors_total", channel="web")
-            yield [*history, {"role": "assistant", "content": SORRY}], conversation, ids
+            sorry = SORRY.say(_language(history, request))
+            yield [*history, {"role": "assistant", "content": sorry}], conversation, ids
 
     async def rate(conversation: Any, ids: dict[str, int], like: gr.LikeData) -> tuple[Any, Any]:
         index = like.index if isinstance(like.index, int) else like.index[0]
@@ -138,15 +157,16 @@ def build_chat(state: AppState) -> gr.Blocks:
             await state.db(records.comment_feedback, conversation, text.strip()[:2000])
         return gr.update(visible=False), gr.update(value=""), gr.update()
 
-    async def to_human(history: ChatHistory, conversation: Any) -> tuple[ChatHistory, str]:
+    async def to_human(history: ChatHistory, conversation: Any, request: gr.Request) -> tuple[ChatHistory, str]:
         conversation = _conversation(conversation)
+        told = TO_HUMAN.say(_language(history, request))
         stored = await state.db(records.messages, conversation)
         transcript = [{"role": m["role"], "content": m["content"]} for m in stored]
         await state.db(records.ensure_conversation, conversation, "web", "asked for a person")
         await state.db(records.add_handoff, conversation, "", "the customer pressed 'Talk to a human'", transcript, [])
-        await state.db(records.add_message, conversation, "assistant", TO_HUMAN)
+        await state.db(records.add_message, conversation, "assistant", told)
         state.metrics.inc("servicebot_handoffs_total", via="button")
-        return [*history, {"role": "assistant", "content": TO_HUMAN}], conversation
+        return [*history, {"role": "assistant", "content": told}], conversation
 
     async def poll(history: ChatHistory, conversation: Any, seen: int) -> tuple[ChatHistory | Any, int]:
         if not isinstance(conversation, str) or not _CONVERSATION.match(conversation):

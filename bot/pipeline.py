@@ -24,7 +24,8 @@ from bot.contracts import (
     Usage,
     Verdict,
 )
-from bot.policy import RESPONDER_DOWN, Policy
+from bot.language import RESPONDER_DOWN, Language, language
+from bot.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _failed(name: str, exc: BaseException) -> Verdict:
     return Verdict(plugin=name, blocked=True, score=1.0, category="guard_error", reason=f"guard_error: {reason}")
 
 
-def _responder_failed(name: str, exc: BaseException) -> Verdict:
+def _responder_failed(name: str, exc: BaseException, lang: Language) -> Verdict:
     reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
     log.error("responder %s failed: %s", name, reason)
     return Verdict(
@@ -68,7 +69,7 @@ def _responder_failed(name: str, exc: BaseException) -> Verdict:
         category="responder_error",
         reason=f"responder_error: {reason}",
         handoff=True,
-        message=RESPONDER_DOWN,
+        message=RESPONDER_DOWN.say(lang),
     )
 
 
@@ -139,6 +140,8 @@ async def stream_turn(turn: Turn, p: Pipeline, admit: Admission | None = None) -
     `latency_ms["queued"]`); a refused turn is answered without waiting.
     """
     t0 = time.perf_counter()
+    if not turn.language:  # fixed before any guard rewrites the message (a redaction, an English gloss)
+        turn = replace(turn, language=language(turn))
     latency: dict[str, float] = {}
     verdicts: list[Verdict] = []
     views: list[str] = []
@@ -205,7 +208,7 @@ async def _answer(
                 if delta:
                     yield Delta(delta)
     except Exception as exc:  # a broken or unreachable model: the customer gets a human, never a traceback
-        verdicts.append(_responder_failed(getattr(p.responder, "name", "responder"), exc))
+        verdicts.append(_responder_failed(getattr(p.responder, "name", "responder"), exc, language(turn)))
         latency["generation"] = latency["total"] = _ms(t0)
         yield p.policy.decide(turn, None, [], verdicts, latency)
         return

@@ -14,31 +14,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.contracts import Draft, Passage, Reply, Turn, Verdict
+from bot.language import DEFAULT_REFUSAL, HANDOFF, NO_ANSWER, NO_KNOWLEDGE, RISK_REFUSAL, language
 
-DEFAULT_REFUSAL = (
-    "I'm sorry, I can't help with that request. I'm happy to help with your account, orders, "
-    "billing or devices, or I can connect you with a member of our team."
-)
-RISK_REFUSAL = (
-    "I'm not able to help with that one, as it could cause harm. If there's something about your Kestrel "
-    "account, an order or a device I can help with, just ask, or I can connect you with a member of our team."
-)
-NO_KNOWLEDGE = (
-    "I couldn't find this in our help centre, so I don't want to guess. "
-    "Would you like me to connect you with a member of our support team?"
-)
 # Verdict categories that measure something other than safety risk (quality, routing, redaction).
 NOT_RISK = frozenset(
     {"topical", "grounding", "helpfulness", "pii", "pii_leak", "handoff", "size", "empty", "responder_error"}
-)
-RESPONDER_DOWN = (
-    "I'm having trouble writing an answer right now, so I'm passing your question to a member of our "
-    "support team; they'll see this conversation so far."
-)
-HANDOFF = "I'm connecting you with a member of our support team now; they'll see this conversation so far."
-NO_ANSWER = (
-    "I'm not sure how to answer that from our help centre, so I don't want to guess. "
-    "Would you like me to connect you with a member of our support team?"
 )
 
 
@@ -96,6 +76,7 @@ class Policy:
         notices = " ".join(dict.fromkeys(v.notice for v in verdicts if v.notice))
         handoff = next((v for v in verdicts if v.handoff), None)
         blocking = self.blocking(verdicts)
+        lang = language(turn)  # the bot's own sentences follow the customer's language
 
         def reply(
             answer: str,
@@ -120,19 +101,21 @@ class Policy:
             )
 
         if blocking is not None:
-            message = blocking.message or DEFAULT_REFUSAL
+            message = blocking.message or DEFAULT_REFUSAL.say(lang)
             return reply(message, True, blocking.handoff, f"blocked by {blocking.plugin}: {blocking.reason}")
         if handoff is not None:
-            return reply(handoff.message or HANDOFF, False, True, f"handoff by {handoff.plugin}: {handoff.reason}")
+            message = handoff.message or HANDOFF.say(lang)
+            return reply(message, False, True, f"handoff by {handoff.plugin}: {handoff.reason}")
         if self.over_threshold(verdicts):
             top = max(verdicts, key=lambda v: self.weight(v.plugin) * v.score)
-            return reply(top.message or RISK_REFUSAL, True, False, f"weighted risk over threshold, led by {top.plugin}")
+            message = top.message or RISK_REFUSAL.say(lang)
+            return reply(message, True, False, f"weighted risk over threshold, led by {top.plugin}")
         if draft is None:
-            return reply(DEFAULT_REFUSAL, True, False, "no draft")
+            return reply(DEFAULT_REFUSAL.say(lang), True, False, "no draft")
         usable = self.usable(passages)
         if not usable:
-            return reply(NO_KNOWLEDGE, False, True, "no passage scored above min_score")
+            return reply(NO_KNOWLEDGE.say(lang), False, True, "no passage scored above min_score")
         if not draft.text.strip():  # the model ended at once and no output guard put an answer in its place
-            return reply(NO_ANSWER, False, True, "the answer was empty")
+            return reply(NO_ANSWER.say(lang), False, True, "the answer was empty")
         # The model's answer: "length" when it reached its token limit (output guards may have tidied the end).
         return reply(draft.text, False, False, "answered from passages", usable, draft.finish)

@@ -109,7 +109,7 @@ def test_asking_for_a_human_reaches_the_operator_whose_reply_appears_in_the_chat
     page = customer(browser, site)
     send(page, "my camera is offline again")
     page.locator("#human").click()
-    expect(page.locator('#chat [data-testid="bot"]').last).to_contain_text(TO_HUMAN[:40], timeout=30_000)
+    expect(page.locator('#chat [data-testid="bot"]').last).to_contain_text(TO_HUMAN.en[:40], timeout=30_000)
 
     desk = operator(browser, site)
     entry = desk.locator("tr", has_text="Talk to a human").last

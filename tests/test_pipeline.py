@@ -10,8 +10,8 @@ from conftest import EchoResponder, FixedGuard, StaticRetriever
 
 from bot.admission import Admission
 from bot.contracts import Message, Passage, Reply, Turn, Verdict
+from bot.language import NO_KNOWLEDGE
 from bot.pipeline import Delta, Pipeline, respond, stream_turn
-from bot.policy import NO_KNOWLEDGE
 
 GOOD = Passage("a#0", "Reset your password from Settings.", 0.8, doc_id="reset-password", title="Reset")
 WEAK = Passage("b#0", "Unrelated.", 0.05, doc_id="other", title="Other")
@@ -95,7 +95,7 @@ async def test_no_good_passage_means_no_generation_and_a_handoff_offer() -> None
     events = [e async for e in stream_turn(turn("what is the meaning of life"), pipeline(passages=[WEAK]))]
     assert not any(isinstance(e, Delta) for e in events)
     reply = events[-1]
-    assert isinstance(reply, Reply) and reply.answer == NO_KNOWLEDGE and reply.handoff and not reply.sources
+    assert isinstance(reply, Reply) and reply.answer == NO_KNOWLEDGE.en and reply.handoff and not reply.sources
 
 
 async def test_stream_yields_deltas_then_reply() -> None:

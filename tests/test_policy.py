@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.contracts import Draft, Message, Passage, Turn, Verdict
-from bot.policy import NO_ANSWER, Policy
+from bot.language import NO_ANSWER
+from bot.policy import Policy
 
 TURN = Turn((Message("user", "hello"),))
 PASSAGE = [Passage("p#0", "text", 0.9, doc_id="d")]
@@ -83,5 +84,5 @@ def test_an_empty_answer_is_never_shown() -> None:
     # a person instead of an empty bubble.
     for text in ("", "  \n"):
         reply = Policy().decide(TURN, Draft(text), PASSAGE, [], {})
-        assert reply.answer == NO_ANSWER and reply.handoff and not reply.refused
+        assert reply.answer == NO_ANSWER.en and reply.handoff and not reply.refused
         assert reply.reason.startswith("the answer was empty")

@@ -18,8 +18,8 @@ from conftest import DEMO, StaticRetriever
 
 from bot.contracts import Message, Passage, Turn
 from bot.errors import PluginError
+from bot.language import RESPONDER_DOWN
 from bot.pipeline import Pipeline, respond
-from bot.policy import RESPONDER_DOWN
 from bot.service import Service
 from plugins.responders.openai_compat import OpenAIResponder, _chunk, _text
 
@@ -47,7 +47,7 @@ def test_engine_going_down_mid_service_hands_the_customer_to_a_human() -> None:
     pipeline = Pipeline(input_guards=[], retriever=StaticRetriever([PASSAGE]), responder=closed_engine())
     reply = asyncio.run(respond(Turn((Message("user", "how do I reset my password?"),)), pipeline))
     assert reply.handoff and not reply.refused
-    assert reply.answer == RESPONDER_DOWN
+    assert reply.answer == RESPONDER_DOWN.en
     failed = [v for v in reply.verdicts if v.category == "responder_error"]
     assert failed and "ConnectError" in failed[0].reason
 

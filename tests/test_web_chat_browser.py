@@ -79,7 +79,7 @@ def test_talk_to_a_human_queues_the_conversation_kindly(page: Page, web_service:
     assert web_service.records is not None
     before = len(web_service.records.handoffs("open"))
     page.locator("#human").click()
-    expect(page.locator('#chat [data-testid="bot"]').last).to_contain_text(TO_HUMAN[:40], timeout=30_000)
+    expect(page.locator('#chat [data-testid="bot"]').last).to_contain_text(TO_HUMAN.en[:40], timeout=30_000)
     assert len(web_service.records.handoffs("open")) == before + 1
     queued = web_service.records.handoffs("open")[-1]
     assert any("E4" in m["content"] for m in queued["transcript"])

@@ -13,23 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
+from bot.language import mostly_chinese
 from plugins.guards.intent import IntentConfig, _IntentGuard
 from plugins.safety.cedict import has_chinese, render, table
 from plugins.safety.gloss import GLOSS, by_length, gloss
 from plugins.safety.support_gloss import SUPPORT_GLOSS
 
 TABLE = by_length({**GLOSS, **SUPPORT_GLOSS})  # the safety words, and the support words help articles use
-# Told once per conversation to a customer writing Chinese: "Our help articles are in English, so the answers are in
-# English. For support in Chinese, say 'I want a human agent'" (a request the handoff guard knows).
-NOTICE = "（我们的帮助文章是英文的，所以回答用英文。如需中文客服，请说“我要人工客服”。）"
-
-
-def mostly_chinese(text: str) -> bool:
-    """Whether Chinese characters make up at least a third of `text`'s letters (a Chinese name in an English
-    message does not count)."""
-    letters = [c for c in text if c.isalpha()]
-    chinese = sum(1 for c in letters if has_chinese(c))
-    return bool(letters) and chinese * 3 >= len(letters)
+# Told once per conversation to a customer writing Chinese: "Our help articles are in English, so answers quoting them
+# are in English. For support in Chinese, say 'I want a human agent'" (a request the handoff guard knows). The bot's
+# own sentences (refusals, handoffs, "nothing found") are in Chinese: bot/language.py.
+NOTICE = "（我们的帮助文章是英文的，所以引用文章的回答是英文。如需中文客服，请说“我要人工客服”。）"
 
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
-from bot.policy import NO_KNOWLEDGE
+from bot.language import (
+    CARE,
+    FRUSTRATED,
+    HARMFUL,
+    INSTRUCTIONS,
+    NO_KNOWLEDGE,
+    OFF_DOMAIN,
+    OTHER_TOPIC,
+    TOPICS,
+    language,
+)
 from plugins.guards.override import override_family
 from plugins.responders.model_cache import cache_root
 from plugins.safety import review
@@ -27,24 +37,6 @@ from plugins.safety.severe import severe_match
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_SAFETY = ROOT.parent / "shared" / "data" / "safety"  # where the public sets sit beside a checkout
 log = logging.getLogger(__name__)
-CARE = (
-    "I'm really sorry you're feeling this way, and I'm glad you told me. You deserve support from a person "
-    "right now: I'm connecting you with a member of our team. If you are in danger, please call your local "
-    "emergency number, or reach a crisis line such as 988 in the US or 116 123 (Samaritans) in the UK and "
-    "Ireland; they are there 24/7."
-)
-CATEGORY_TEXT = {
-    "violence_weapons": "weapons or violence",
-    "drugs": "illegal drugs",
-    "cybercrime": "hacking or malware",
-    "fraud_financial": "fraud or scams",
-    "hate_harassment": "hate or harassment",
-    "privacy_violation": "other people's personal data",
-    "sexual": "sexual content",
-    "sexual_minors": "that kind of content",
-    "self_harm": "self-harm",
-    "misinformation": "fake or misleading content",
-}
 
 
 # A sentence ends at . ? ! ; or : before a space (not after an initial, as in "U.S."), at a Chinese stop, or at a
@@ -292,7 +284,7 @@ class HarmfulIntentGuard(_IntentGuard):
                 self_harm,
                 "self_harm",
                 f"self-harm risk {self_harm:.2f}{where}{opinion}",
-                message=CARE,
+                message=CARE.say(language(turn)),
                 handoff=True,
             )
         if score < bar and s["harmful"] >= self.config.sentence_floor:
@@ -304,15 +296,15 @@ class HarmfulIntentGuard(_IntentGuard):
                     where += " in one sentence"
                     opinion = _opinion(s["harmful"], p_second, turn.decoded)
         if score >= bar:
-            topic = CATEGORY_TEXT.get(category, "that")
+            lang = language(turn)
+            topic = TOPICS.get(category, OTHER_TOPIC).say(lang)
             return Verdict(
                 self.name,
                 True,
                 score,
                 category,
                 f"harmful intent {score:.2f} ({category}){where}{opinion}",
-                message=f"I can't help with anything involving {topic}. If you have a question about "
-                "your Kestrel account, an order or a device, I'm glad to help.",
+                message=HARMFUL.say(lang, topic=topic),
             )
         return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}{opinion}")
 
@@ -337,8 +329,7 @@ class JailbreakGuard(_IntentGuard):
                 score,
                 "jailbreak",
                 f"jailbreak {score:.2f} ({family})",
-                message="I can't change how I work or share my internal instructions, but I'd be glad "
-                "to help with a question about your account, orders, billing or devices.",
+                message=INSTRUCTIONS.say(language(turn)),
             )
         return Verdict(self.name, False, score, "jailbreak", f"jailbreak {score:.2f}")
 
@@ -367,8 +358,7 @@ class TopicalGuard(_IntentGuard):
                 score,
                 "topical",
                 f"off-domain {score:.2f}",
-                message="That's outside what I can help with here: I'm Kestrel Home's support assistant. "
-                "Ask me about your account, orders, returns, billing or Kestrel devices.",
+                message=OFF_DOMAIN.say(language(turn)),
             )
         return Verdict(self.name, False, score, "topical", f"off-domain {score:.2f}")
 
@@ -381,7 +371,7 @@ class HandoffGuard(_IntentGuard):
 
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
-        failures = sum(NO_KNOWLEDGE in m.content for m in turn.messages if m.role == "assistant")
+        failures = sum(NO_KNOWLEDGE.said_in(m.content) for m in turn.messages if m.role == "assistant")
         reasons = [
             r
             for r, hit in (
@@ -399,7 +389,6 @@ class HandoffGuard(_IntentGuard):
                 "handoff",
                 "; ".join(reasons),
                 handoff=True,
-                message="I'm sorry this has been frustrating. I'm connecting you with a member of our "
-                "team now; they'll see our conversation so far.",
+                message=FRUSTRATED.say(language(turn)),
             )
         return Verdict(self.name, False, 0.0, "handoff", "no handoff needed")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Draft, Passage, Turn, Verdict
+from bot.language import PROMPT_LEAK, language
 from plugins.guards.intent import IntentConfig, _IntentGuard
 from plugins.guards.override import override_family
 from plugins.responders.extractive import extractive_answer
@@ -169,7 +170,7 @@ class PromptLeakGuard:
                 1.0,
                 "prompt_leak",
                 f"{hits} system-prompt phrase(s) in the answer",
-                message="I can't share my internal instructions, but I'm happy to help with your question.",
+                message=PROMPT_LEAK.say(language(turn)),
             )
         return Verdict(self.name, False, 0.0, "prompt_leak", "no system-prompt text")
 

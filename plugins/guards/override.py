@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
+from bot.language import INSTRUCTIONS, language
 
 # Each pattern is a family of competing-objectives attack (Wei et al. 2023), written from our own examples.
 PATTERNS: dict[str, str] = {
@@ -70,7 +71,6 @@ class InstructionOverrideGuard:
                     0.95,
                     family,
                     f"matched {family}: '{match.group(0)[:60]}'",
-                    message="I can't change how I work or share my internal instructions, but I'd be glad to help "
-                    "with a question about your account, orders, billing or devices.",
+                    message=INSTRUCTIONS.say(language(turn)),
                 )
         return Verdict(self.name, False, 0.0, "instruction_override", "no override pattern")

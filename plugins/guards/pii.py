@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Draft, Passage, Turn, Verdict
-from plugins.safety.pii import LABELS, find_pii, redact
+from bot.language import REDACTED, language
+from plugins.safety.pii import LABELS, LABELS_ZH, find_pii, redact
 
 
 class PIIGuard:
@@ -33,10 +34,10 @@ class PIIGuard:
         if not found:
             return Verdict(self.name, False, 0.0, "pii", "no personal data")
         kinds = sorted({LABELS[f.kind] for f in found})
-        notice = (
-            f"For your safety I removed the {' and '.join(kinds)} from your message; please don't share "
-            "it in chat. Our team can verify you securely if needed."
-        )
+        if language(turn) == "zh":
+            notice = REDACTED.say("zh", kinds="和".join(sorted({LABELS_ZH[f.kind] for f in found})))
+        else:
+            notice = REDACTED.say("en", kinds=" and ".join(kinds))
         return Verdict(
             self.name,
             False,

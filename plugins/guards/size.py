@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.contracts import Turn, Verdict
+from bot.language import EMPTY, LONG_CONVERSATION, TOO_LONG, language
 
 
 class MaxLengthGuard:
@@ -32,7 +33,7 @@ class MaxLengthGuard:
                 1.0,
                 "empty",
                 "empty message",
-                message="Your message was empty. What can I help you with?",
+                message=EMPTY.say(language(turn)),
             )
         if len(text) > self.config.max_chars:
             return Verdict(
@@ -41,8 +42,7 @@ class MaxLengthGuard:
                 1.0,
                 "oversized",
                 f"message has {len(text)} characters (limit {self.config.max_chars})",
-                message=f"Your message is too long for me ({len(text):,} characters; the limit is "
-                f"{self.config.max_chars:,}). Could you shorten it to the key question?",
+                message=TOO_LONG.say(language(turn), chars=len(text), limit=self.config.max_chars),
             )
         if len(turn.messages) > self.config.max_turns * 2:
             return Verdict(
@@ -51,6 +51,6 @@ class MaxLengthGuard:
                 1.0,
                 "oversized",
                 "conversation too long",
-                message="This conversation has grown very long. Please start a new one so I can help.",
+                message=LONG_CONVERSATION.say(language(turn)),
             )
         return Verdict(self.name, False, 0.0, "size", "within limits")

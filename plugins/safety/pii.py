@@ -73,6 +73,13 @@ LABELS = {
     "iban": "bank account number (IBAN)",
     "national_id": "national ID number",
 }
+LABELS_ZH = {  # what the customer is told was removed, when they write Chinese
+    "email": "电子邮箱地址",
+    "phone": "电话号码",
+    "payment_card": "银行卡号",
+    "iban": "银行账号（IBAN）",
+    "national_id": "身份证号码",
+}
 
 
 def find_pii(text: str, kinds: set[str] | None = None) -> list[Finding]:
