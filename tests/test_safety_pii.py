@@ -30,6 +30,15 @@ def test_detects_each_kind_and_ignores_lookalikes() -> None:
     assert kinds("order 10023456 arrived on 2026-11-02, invoice INV-2291") == []
 
 
+def test_personal_data_written_straight_after_chinese_is_found() -> None:
+    # Chinese puts no space before a number, and Python's \b sees none between a Chinese character and a digit.
+    assert kinds("我的电话是13812345678，帮我查下订单") == ["phone"]
+    assert kinds("卡号4111111111111111被扣了两次") == ["payment_card"]
+    assert kinds("我的身份证号11010519491231002X，请核实") == ["national_id"]
+    assert kinds("邮箱是wang.fang@example.com请回复") == ["email"]
+    assert kinds("订单号KH-12345678还没发货") == []  # an order number is not personal data
+
+
 def test_redaction_uses_typed_placeholders() -> None:
     text = "I'm bob@example.com, card 4111111111111111"
     assert redact(text, find_pii(text)) == "I'm [e-mail address removed], card [payment card number removed]"
