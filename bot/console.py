@@ -15,10 +15,18 @@ from bot.appstate import AppState
 from bot.auth import COOKIE, ConsoleSession
 from bot.config import GuardsSettings, PolicySettings, Settings, describe_error
 from bot.console_views import STAGES, editable, guards_table, transcript
+from bot.contracts import Message
 from bot.errors import ServicebotError
+from bot.language import language_of
 from bot.pages import Flash, Guard, esc, form, js, login_page, page, respond, table
 
 log = logging.getLogger(__name__)
+
+
+def _language(transcript: list[dict[str, Any]]) -> str:
+    """The customer's language, so an agent who speaks it can take the conversation ("" when they wrote nothing)."""
+    said = [Message("user", str(m.get("content", ""))) for m in transcript if m.get("role") == "user"]
+    return ("中文 Chinese" if language_of(said) == "zh" else "English") if said else ""
 
 
 def build_console(state: AppState) -> fastapi.APIRouter:
@@ -73,12 +81,13 @@ def build_console(state: AppState) -> fastapi.APIRouter:
                     esc(h["status"]),
                     esc(h.get("claimed_by", "")),
                     esc(h["reason"]),
+                    _language(h.get("transcript") or []),
                     f"<a href='/console/conversations/{esc(h['session_id'])}'>{esc(h['session_id'][:12])}</a>",
                     actions,
                 ]
             )
         body = (
-            table(["#", "since", "status", "claimed by", "why", "conversation", ""], rows)
+            table(["#", "since", "status", "claimed by", "why", "language", "conversation", ""], rows)
             if rows
             else ("<p>No one is waiting for a person.</p>")
         )

@@ -153,6 +153,18 @@ def test_handoff_queue_claim_reply_and_close(url: str, console_service: Service)
     assert records.handoffs("open") == [] and records.conversation("conv-h1")["status"] == "bot"  # type: ignore[index]
 
 
+def test_the_queue_says_which_language_the_customer_writes(url: str, console_service: Service) -> None:
+    records = console_service.records
+    assert records is not None
+    chinese = [{"role": "user", "content": "门铃一直离线"}, {"role": "assistant", "content": "..."}]
+    chinese.append({"role": "user", "content": "我要人工客服"})
+    records.add_handoff("conv-zh", "t", "asked for a human", chinese, [])
+    records.add_handoff("conv-en", "t", "asked for a human", [{"role": "user", "content": "my hub is dead"}], [])
+    rows = re.findall(r"<tr>.*?</tr>", login(url, OPERATOR_PASSWORD).get("/console/").text, re.S)
+    assert any("conv-zh" in r and "中文 Chinese" in r for r in rows)
+    assert any("conv-en" in r and "English" in r for r in rows)
+
+
 def test_conversation_search_and_transcript_show_each_turns_verdicts(url: str, console_service: Service) -> None:
     ask(url, "my doorbell chime is silent")
     client = login(url, OPERATOR_PASSWORD)
