@@ -118,7 +118,7 @@ def build_chat(state: AppState) -> gr.Blocks:
             return
         shown = ""
         try:
-            messages = parse_messages(to_raw_messages(history), limit)
+            messages = parse_messages(to_raw_messages(history), limit, _language(history, request))
             row = await state.db(records.conversation, conversation)
             if row is not None and row["status"] == "human":  # a person has this conversation: no bot answer
                 text = await redacted(messages[-1].content)

@@ -151,6 +151,9 @@ TOO_LONG = Phrase(
     "key question?",
     "您的消息太长了（{chars:,} 个字符，上限是 {limit:,}）。能否精简成关键的问题？",
 )
+TOO_MANY_CHARACTERS = Phrase(  # a message over the server's limit, refused before any guard reads it
+    "Your message has {chars:,} characters; the limit is {limit:,}.", "您的消息有 {chars:,} 个字符，上限是 {limit:,}。"
+)
 LONG_CONVERSATION = Phrase(
     "This conversation has grown very long. Please start a new one so I can help.",
     "这段对话已经很长了。请开始一段新的对话，我好继续帮您。",

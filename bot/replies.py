@@ -7,10 +7,12 @@ from typing import Any
 
 from bot.contracts import Message, Reply
 from bot.errors import InputError
+from bot.language import TOO_MANY_CHARACTERS, Language
 
 
-def parse_messages(raw: Any, limit: int) -> tuple[Message, ...]:
-    """Validate a list of {"role", "content"} dicts from outside.
+def parse_messages(raw: Any, limit: int, language: Language = "en") -> tuple[Message, ...]:
+    """Validate a list of {"role", "content"} dicts from outside; a customer's oversized message is named in
+    `language` (the web chat passes the customer's).
 
     Raises:
         InputError: the list is malformed, has no user message, or exceeds `limit` characters in a message.
@@ -28,8 +30,9 @@ def parse_messages(raw: Any, limit: int) -> tuple[Message, ...]:
                 f"Message {i + 1} must be an object with role 'user' or 'assistant' and a string 'content'."
             )
         if len(m["content"]) > limit:
-            which = "Your message" if i == len(raw) - 1 else f"Message {i + 1}"
-            raise InputError(f"{which} has {len(m['content']):,} characters; the limit is {limit:,}.")
+            if i == len(raw) - 1:
+                raise InputError(TOO_MANY_CHARACTERS.say(language, chars=len(m["content"]), limit=limit))
+            raise InputError(f"Message {i + 1} has {len(m['content']):,} characters; the limit is {limit:,}.")
         messages.append(Message(m["role"], m["content"]))
     if messages[-1].role != "user":
         raise InputError("The last message must come from the user.")
