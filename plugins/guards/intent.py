@@ -309,6 +309,17 @@ class HarmfulIntentGuard(_IntentGuard):
         return Verdict(self.name, False, score, category, f"harmful intent {score:.2f}{opinion}")
 
 
+# "Ignore my last message, ..." takes back the customer's own words; it is not an instruction to the bot, but the
+# learned head reads "ignore ... previous ... message" as one (0.80 for "ignore my previous message, I found the serial
+# number"). None of our jailbreak or harmful examples starts this way.
+_RETRACTION = re.compile(
+    r"^\s*(please\s+)?(ignore|disregard|forget|scratch|never\s*mind)\s+(that|my|what\s+i)\b"
+    r"(\s+(last|previous|earlier|first|other))?\s*(message|msg|question|text|one|said|wrote|typed|asked)?\b"
+    r"[^,.;:!?\n]{0,40}[,.;:!?-]*\s*",
+    re.IGNORECASE,
+)
+
+
 class JailbreakGuard(_IntentGuard):
     """Competing objectives: role-play personas, prefix injection, refusal suppression, ignore-previous, fake
     system messages, system-prompt requests. A learned head, backed by the override patterns."""
@@ -316,9 +327,21 @@ class JailbreakGuard(_IntentGuard):
     head = "jailbreak"
     name = "jailbreak"
 
+    async def _without_retraction(self, s: dict[str, Any], text: str) -> float:
+        """The learned score of a message that begins by taking back the customer's own earlier message, read
+        without that clause (the patterns still read all of it); the score as it was otherwise."""
+        retraction = _RETRACTION.match(text)
+        if s["window"] or retraction is None or s["jailbreak"] < self.config.threshold:
+            return float(s["jailbreak"])
+        rest = text[retraction.end() :].strip()
+        if not rest:
+            return 0.0
+        assert self._model is not None
+        return float((await asyncio.to_thread(self._model.scores, [rest]))[0]["jailbreak"])
+
     async def check(self, turn: Turn) -> Verdict:
         s = await self.scores(turn)
-        score, family = s["jailbreak"], "learned"
+        score, family = await self._without_retraction(s, turn.text), "learned"
         pattern = override_family(turn.text)
         if pattern is not None:
             score, family = max(score, 0.9), pattern
