@@ -39,6 +39,14 @@ def test_personal_data_written_straight_after_chinese_is_found() -> None:
     assert kinds("订单号KH-12345678还没发货") == []  # an order number is not personal data
 
 
+def test_a_date_and_time_is_not_a_phone_number() -> None:
+    # The date was only rejected when it was the whole match, and "2024-05-06 12" (with the hour) was not.
+    assert kinds("I was charged twice on 2024-05-06 12:30, 49.99 each") == []
+    assert kinds("扣款时间是2024-05-06 12:30，金额49.99") == []
+    assert kinds("05/06/2024 09:15 double charge") == []
+    assert kinds("my number is 415-555-0199") == ["phone"]
+
+
 def test_redaction_uses_typed_placeholders() -> None:
     text = "I'm bob@example.com, card 4111111111111111"
     assert redact(text, find_pii(text)) == "I'm [e-mail address removed], card [payment card number removed]"
