@@ -112,19 +112,18 @@ def build_chat(state: AppState) -> gr.Blocks:
     ) -> AsyncIterator[tuple[ChatHistory, str, dict[str, int]]]:
         history, conversation, ids = list(history), _conversation(conversation), dict(ids or {})
         client = request.client.host if request is not None and request.client else "unknown"
+        lang = _language(history, request)  # what the bot itself says below is in the customer's language
         if state.limited(client, conversation):
-            slow = SLOW_DOWN.say(_language(history, request))
-            yield [*history, {"role": "assistant", "content": slow}], conversation, ids
+            yield [*history, {"role": "assistant", "content": SLOW_DOWN.say(lang)}], conversation, ids
             return
         shown = ""
         try:
-            messages = parse_messages(to_raw_messages(history), limit, _language(history, request))
+            messages = parse_messages(to_raw_messages(history), limit, lang)
             row = await state.db(records.conversation, conversation)
             if row is not None and row["status"] == "human":  # a person has this conversation: no bot answer
                 text = await redacted(messages[-1].content)
                 await state.db(records.add_message, conversation, "user", text)
-                waiting = WITH_HUMAN.say(language_of(messages))
-                yield [*history, {"role": "assistant", "content": waiting}], conversation, ids
+                yield [*history, {"role": "assistant", "content": WITH_HUMAN.say(lang)}], conversation, ids
                 return
             async for event in service.stream(messages, conversation, state.admission):
                 if isinstance(event, Delta):
@@ -139,8 +138,7 @@ def build_chat(state: AppState) -> gr.Blocks:
         except Exception:
             log.exception("web turn failed")
             state.metrics.inc("servicebot_errors_total", channel="web")
-            sorry = SORRY.say(_language(history, request))
-            yield [*history, {"role": "assistant", "content": sorry}], conversation, ids
+            yield [*history, {"role": "assistant", "content": SORRY.say(lang)}], conversation, ids
 
     async def rate(conversation: Any, ids: dict[str, int], like: gr.LikeData) -> tuple[Any, Any]:
         index = like.index if isinstance(like.index, int) else like.index[0]

@@ -28,7 +28,7 @@ class Turn:
     decoded: bool = False  # the newest message is a view the obfuscation guard decoded, not the customer's text
     # The customer's language ("en" or "zh"), fixed by the pipeline before any guard rewrites the message (a
     # redaction or an English gloss must not change it); "" when not yet known (see bot.language.language).
-    language: str = ""
+    language: Literal["", "en", "zh"] = ""
 
     @property
     def text(self) -> str:

@@ -45,7 +45,7 @@ def language_of(messages: Sequence[Message], default: Language = "en") -> Langua
 
 def language(turn: Turn) -> Language:
     """The language of `turn`'s customer: as the pipeline fixed it at the start of the turn, else worked out now."""
-    return "zh" if turn.language == "zh" else "en" if turn.language == "en" else language_of(turn.messages)
+    return turn.language or language_of(turn.messages)
 
 
 @dataclass(frozen=True)

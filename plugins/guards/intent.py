@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.contracts import Turn, Verdict
 from bot.language import (
     CARE,
+    CJK,
     FRUSTRATED,
     HARMFUL,
     INSTRUCTIONS,
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 # A sentence ends at . ? ! ; or : before a space (not after an initial, as in "U.S."), at a Chinese stop, or at a
 # line break.
 _SENTENCE = re.compile(r"(?<![A-Z]\.)(?<=[.?!;:])\s+|(?<=[。？！；：])|\n+")
-_HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def sentences(text: str, most: int) -> list[str]:
@@ -50,7 +50,7 @@ def sentences(text: str, most: int) -> list[str]:
     characters), when there are at least two; more than `most` are joined with their neighbours into `most` parts,
     so the work stays bounded however long the message."""
     parts = [p.strip() for p in _SENTENCE.split(text)]
-    parts = [p for p in parts if len(p.split()) >= 4 or len(_HANZI.findall(p)) >= 6]
+    parts = [p for p in parts if len(p.split()) >= 4 or len(CJK.findall(p)) >= 6]
     if len(parts) < 2:
         return []
     if len(parts) > most:

@@ -34,10 +34,9 @@ class PIIGuard:
         if not found:
             return Verdict(self.name, False, 0.0, "pii", "no personal data")
         kinds = sorted({LABELS[f.kind] for f in found})
-        if language(turn) == "zh":
-            notice = REDACTED.say("zh", kinds="和".join(sorted({LABELS_ZH[f.kind] for f in found})))
-        else:
-            notice = REDACTED.say("en", kinds=" and ".join(kinds))
+        lang = language(turn)
+        told = kinds if lang == "en" else sorted({LABELS_ZH[f.kind] for f in found})
+        notice = REDACTED.say(lang, kinds=(" and " if lang == "en" else "和").join(told))
         return Verdict(
             self.name,
             False,
